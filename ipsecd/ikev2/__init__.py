@@ -1,0 +1,1 @@
+"""ipsecd.ikev2"""
