@@ -7,7 +7,7 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from ipsecd.ike.constants import DOI_IPSEC, IdType, PayloadType, ProtocolId
+from ipsecd.ike.constants import DOI_IPSEC, PayloadType, ProtocolId
 from ipsecd.ikev1.codec import Header, Message
 from ipsecd.ikev1.payloads import (
     CertPayload,
@@ -61,10 +61,7 @@ def sa_payloads(draw: st.DrawFn) -> SaPayload:
 def id_payloads(draw: st.DrawFn) -> IdPayload:
     t = draw(st.integers(1, 12))
     sizes = {1: 4, 4: 8, 7: 8, 5: 16, 6: 32, 8: 32}
-    if t in sizes:
-        d = draw(st.binary(min_size=sizes[t], max_size=sizes[t]))
-    else:
-        d = draw(data)
+    d = draw(st.binary(min_size=sizes[t], max_size=sizes[t])) if t in sizes else draw(data)
     return IdPayload(t, draw(u8), draw(u16), d)
 
 
