@@ -141,7 +141,7 @@ def decode_payloads(
             payloads.append(UnknownPayload(nxt, sub.rest()))
             unknown.append(nxt)
         else:
-            payloads.append(cls.decode_body(sub))  # type: ignore[union-attr]
+            payloads.append(cls.decode_body(sub))
             sub.expect_end(f"payload type {nxt}")
         raws.append(body[start : r.offset])
         nxt = following

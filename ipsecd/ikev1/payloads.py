@@ -122,7 +122,7 @@ class NatDPayload(_DataPayload):
         return cls(data)
 
 
-_ID_DATA_LEN = {
+_ID_DATA_LEN: dict[int, int] = {
     IdType.ID_IPV4_ADDR: 4,
     IdType.ID_IPV4_ADDR_SUBNET: 8,
     IdType.ID_IPV4_ADDR_RANGE: 8,
@@ -154,7 +154,7 @@ class IdPayload:
 
     @staticmethod
     def _check(id_type: int, n: int) -> None:
-        want = _ID_DATA_LEN.get(id_type)  # type: ignore[call-overload]
+        want = _ID_DATA_LEN.get(id_type)
         if want is not None and n != want:
             raise CodecError(f"ID type {id_type}: {n} bytes of data, expected {want}")
         if want is None and n == 0:
@@ -385,7 +385,7 @@ class UnknownPayload:
         w.put(self.data)
 
 
-Payload = (
+KnownPayload = (
     SaPayload
     | KePayload
     | IdPayload
@@ -399,10 +399,10 @@ Payload = (
     | VendorIdPayload
     | NatDPayload
     | NatOaPayload
-    | UnknownPayload
 )
+Payload = KnownPayload | UnknownPayload
 
-KNOWN_PAYLOADS: dict[int, type[Payload]] = {
+KNOWN_PAYLOADS: dict[int, type[KnownPayload]] = {
     cls.TYPE: cls
     for cls in (
         SaPayload,
