@@ -238,7 +238,7 @@ def _engine(c: CbcCipher, key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     if len(iv) != c.block_size:
         raise CryptoError(f"{c.name}: IV must be {c.block_size} bytes")
     if c.algorithm == EncryptionAlgorithm.TRIPLE_DES_CBC:
-        # RFC 2409 Appendix B: weak keys must not be used; 3DES with K1 = K2 or K2 = K3 is single DES.
+        # Degenerate 3DES keys are refused: with K1 = K2 or K2 = K3 it is single DES.
         if key[0:8] == key[8:16] or key[8:16] == key[16:24]:
             raise CryptoError("3DES-CBC: degenerate key")
         return Cipher(TripleDES(key), modes.CBC(iv))
@@ -248,8 +248,9 @@ def _engine(c: CbcCipher, key: bytes, iv: bytes) -> Cipher[modes.CBC]:
 def cbc_encrypt(c: CbcCipher, key: bytes, iv: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
     """Encrypt a message body; returns (ciphertext, IV for the next message of this chain).
 
-    The body is padded with zero bytes to the block size (RFC 2409 Appendix B); the ISAKMP header's
-    length counts the padding. The next IV is the last ciphertext block (RFC 2409 Appendix B).
+    The body is zero-filled to the block size; the ISAKMP header's Length covers the whole message,
+    padding included (RFC 2408 section 3.1). The next IV is the last ciphertext block (RFC 2409
+    Appendix B).
     """
     pad = (-len(plaintext)) % c.block_size
     enc = _engine(c, key, iv).encryptor()
