@@ -1,0 +1,389 @@
+"""Main Mode (Identity Protection exchange) with pre-shared keys, sans-I/O: RFC 2409 section 5.4.
+
+    Initiator                          Responder
+   -----------                        -----------
+    HDR, SA                     -->
+                                <--    HDR, SA
+    HDR, KE, Ni                 -->
+                                <--    HDR, KE, Nr
+    HDR*, IDii, HASH_I          -->
+                                <--    HDR*, IDir, HASH_R
+
+One ``MainMode`` object runs one exchange as initiator or responder. The caller feeds datagrams to
+``receive`` and sends what each ``Step`` says; it owns the sockets, timers and retransmission (a
+``Step`` with ``dropped`` set is not an error: the datagram was malformed, unexpected or a
+retransmission, and is counted by the caller). Messages 2-4 are unauthenticated, so anything wrong
+in them is dropped rather than ending the exchange (a forged datagram must not kill a negotiation);
+the exchange fails only when the responder has no acceptable proposal or an authentication hash does
+not verify. Randomness and DH are injected. NAT traversal, Aggressive Mode and signature
+authentication are not handled here.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ipsecd.ike import crypto
+from ipsecd.ike.buffers import CodecError
+from ipsecd.ike.constants import AuthMethod, ExchangeType, NotifyType
+from ipsecd.ike.dh import DhError, DhKey, DhProvider, public_value_length
+from ipsecd.ike.proposals import MmParams, match_mm, mm_sa_payload, parse_mm_transform
+from ipsecd.ikev1 import codec
+from ipsecd.ikev1.codec import Header, Message
+from ipsecd.ikev1.payloads import (
+    HashPayload,
+    IdPayload,
+    KePayload,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    VendorIdPayload,
+)
+from ipsecd.ikev1.sa import SaPayload
+from ipsecd.policy.model import MmSecMethod
+
+NONCE_LEN = 32
+MM = ExchangeType.IDENTITY_PROTECTION
+
+
+@dataclass(frozen=True)
+class MainModeConfig:
+    methods: tuple[MmSecMethod, ...]
+    psk: bytes = field(repr=False)
+    local_id: IdPayload
+    lifetime_s: int = 28800
+    vendor_ids: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Phase1Sa:
+    """An established ISAKMP SA: what Quick Mode and Informational exchanges need."""
+
+    initiator: bool
+    cky_i: bytes
+    cky_r: bytes
+    params: MmParams
+    cipher: crypto.CbcCipher
+    keys: crypto.Phase1Keys = field(repr=False)
+    # The last CBC block of the exchange: Phase 2 IVs are derived from it (RFC 2409 Appendix B).
+    last_block: bytes = field(repr=False)
+    peer_id: IdPayload
+    peer_vendor_ids: tuple[bytes, ...] = ()
+    peer_notifies: tuple[NotifyPayload, ...] = ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one input produced. ``failed``: the exchange is over without an SA; ``notify`` is the
+    RFC 2408 section 3.14.1 type the caller may report to the peer in an Informational."""
+
+    send: bytes | None = None
+    established: Phase1Sa | None = None
+    dropped: str | None = None
+    failed: str | None = None
+    notify: int | None = None
+
+
+class MmState(enum.Enum):
+    START = "start"
+    I_SA_SENT = "initiator sent SA"
+    I_KE_SENT = "initiator sent KE"
+    I_ID_SENT = "initiator sent ID"
+    R_SA_SENT = "responder sent SA"
+    R_KE_SENT = "responder sent KE"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+class _Drop(Exception):
+    pass
+
+
+class _Fail(Exception):
+    def __init__(self, reason: str, notify: int) -> None:
+        super().__init__(reason)
+        self.notify = notify
+
+
+class MainMode:
+    """One Main Mode exchange. Use ``MainMode.initiator(...)`` / ``MainMode.responder(...)``."""
+
+    def __init__(
+        self, config: MainModeConfig, *, initiator: bool, rng: Callable[[int], bytes], dh: DhProvider
+    ) -> None:
+        if not config.methods:
+            raise ValueError("no main mode security methods")
+        self._cfg = config
+        self._initiator = initiator
+        self._rng = rng
+        self._dh_provider = dh
+        self.state = MmState.START
+        self._cky_i = b""
+        self._cky_r = bytes(8)
+        self._sai_b = b""
+        self._offer: SaPayload | None = None
+        self._params: MmParams | None = None
+        self._dh: DhKey | None = None
+        self._ni = self._nr = self._gxi = self._gxr = b""
+        self._keys: crypto.Phase1Keys | None = None
+        self._cipher: crypto.CbcCipher | None = None
+        self._iv = b""
+        self._peer_vids: list[bytes] = []
+        self._last_in: bytes | None = None
+        self._last_out: bytes | None = None
+
+    @classmethod
+    def initiator(cls, config: MainModeConfig, *, rng: Callable[[int], bytes], dh: DhProvider) -> MainMode:
+        return cls(config, initiator=True, rng=rng, dh=dh)
+
+    @classmethod
+    def responder(cls, config: MainModeConfig, *, rng: Callable[[int], bytes], dh: DhProvider) -> MainMode:
+        return cls(config, initiator=False, rng=rng, dh=dh)
+
+    @property
+    def cookies(self) -> tuple[bytes, bytes]:
+        return self._cky_i, self._cky_r
+
+    # ------------------------------------------------------------------ public entry points
+
+    def start(self) -> Step:
+        """Initiator: message 1."""
+        if not self._initiator or self.state is not MmState.START:
+            raise RuntimeError("start() is for a new initiator")
+        self._cky_i = self._cookie()
+        self._offer = mm_sa_payload(self._cfg.methods, [AuthMethod.PRE_SHARED_KEY], self._cfg.lifetime_s)
+        _, sa_wire = codec.encode_payloads([self._offer])
+        self._sai_b = sa_wire[4:]
+        self.state = MmState.I_SA_SENT
+        return self._out(Message(self._header(), (self._offer, *self._vids())))
+
+    def receive(self, data: bytes) -> Step:
+        """Feed one datagram (the ISAKMP message, without a non-ESP marker)."""
+        if self._last_in is not None and data == self._last_in and self._last_out is not None:
+            # RFC 2408 section 5.1 leaves retransmission to the implementation: the peer resent its
+            # last message, so ours was lost; send it again without changing any state.
+            return Step(send=self._last_out, dropped="retransmission")
+        if self.state in (MmState.ESTABLISHED, MmState.FAILED):
+            return Step(dropped=f"exchange already {self.state.value}")
+        try:
+            header, body = codec.split(data)
+            self._check_header(header)
+            step = self._dispatch(header, body)
+        except (CodecError, crypto.CryptoError, _Drop) as e:
+            return Step(dropped=str(e) or type(e).__name__)
+        except _Fail as e:
+            self.state = MmState.FAILED
+            return Step(failed=str(e), notify=e.notify)
+        self._last_in = data
+        return step
+
+    # ------------------------------------------------------------------ helpers
+
+    def _cookie(self) -> bytes:
+        for _ in range(8):
+            c = self._rng(8)
+            if c != bytes(8):
+                return c
+        raise RuntimeError("random source returns zeros")
+
+    def _header(self, flags: int = 0) -> Header:
+        return Header(self._cky_i, self._cky_r, MM, flags)
+
+    def _vids(self) -> tuple[VendorIdPayload, ...]:
+        return tuple(VendorIdPayload(v) for v in self._cfg.vendor_ids)
+
+    def _out(self, msg: Message) -> Step:
+        self._last_out = codec.encode(msg)
+        return Step(send=self._last_out)
+
+    def _out_encrypted(self, payloads: Sequence[Payload]) -> bytes:
+        assert self._cipher is not None and self._keys is not None
+        first, body = codec.encode_payloads(list(payloads))
+        ct, self._iv = crypto.cbc_encrypt(self._cipher, self._keys.enc_key, self._iv, body)
+        self._last_out = codec.encode_encrypted(self._header(), first, ct)
+        return self._last_out
+
+    def _check_header(self, h: Header) -> None:
+        if h.exchange_type != MM:
+            raise _Drop(f"exchange type {h.exchange_type} is not Main Mode")
+        if h.message_id != 0:
+            raise _Drop("Main Mode message with a non-zero message ID")
+        if self.state is MmState.START:
+            if h.rcookie != bytes(8):
+                raise _Drop("first message with a responder cookie")
+            return
+        if h.icookie != self._cky_i:
+            raise _Drop("initiator cookie mismatch")
+        if self.state is MmState.I_SA_SENT:
+            if h.rcookie == bytes(8):
+                raise _Drop("response without a responder cookie")
+        elif h.rcookie != self._cky_r:
+            raise _Drop("responder cookie mismatch")
+
+    def _plain(self, h: Header, body: bytes) -> Message:
+        if h.encrypted:
+            raise _Drop("unexpected encrypted message")
+        return codec.decode_body(h, body, padded=False)
+
+    def _decrypt(self, h: Header, body: bytes) -> Message:
+        if not h.encrypted:
+            raise _Drop("message 5/6 must be encrypted")
+        assert self._cipher is not None and self._keys is not None
+        pt, next_iv = crypto.cbc_decrypt(self._cipher, self._keys.enc_key, self._iv, body)
+        try:
+            msg = codec.decode_body(h, pt, padded=True)
+        except CodecError as e:
+            raise _Drop(f"message does not decrypt to payloads (wrong pre-shared key?): {e}") from None
+        self._iv = next_iv  # only a message that decoded moves the IV chain
+        return msg
+
+    @staticmethod
+    def _one(msg: Message, cls: type[Payload], what: str) -> Payload:
+        found = msg.find(cls)
+        if len(found) != 1:
+            raise _Drop(f"expected one {what} payload, got {len(found)}")
+        return found[0]
+
+    def _dispatch(self, h: Header, body: bytes) -> Step:
+        if self.state is MmState.START and not self._initiator:
+            return self._r_sa(h, self._plain(h, body))
+        if self.state is MmState.I_SA_SENT:
+            return self._i_sa(h, self._plain(h, body))
+        if self.state is MmState.R_SA_SENT:
+            return self._r_ke(self._plain(h, body))
+        if self.state is MmState.I_KE_SENT:
+            return self._i_ke(self._plain(h, body))
+        if self.state is MmState.R_KE_SENT:
+            return self._r_id(self._decrypt(h, body))
+        if self.state is MmState.I_ID_SENT:
+            return self._i_id(self._decrypt(h, body))
+        raise _Drop(f"nothing expected in state {self.state.value}")
+
+    def _peer_vid_list(self, msg: Message) -> None:
+        self._peer_vids += [p.data for p in msg.payloads if isinstance(p, VendorIdPayload)]
+
+    def _set_params(self, params: MmParams) -> None:
+        self._params = params
+        self._cipher = crypto.cbc_cipher(params.encryption, params.key_bits)
+
+    # ------------------------------------------------------------------ responder
+
+    def _r_sa(self, h: Header, msg: Message) -> Step:
+        sa = self._one(msg, SaPayload, "SA")
+        assert isinstance(sa, SaPayload)
+        choice = match_mm(sa, self._cfg.methods, [AuthMethod.PRE_SHARED_KEY])
+        if choice is None:
+            raise _Fail("no proposal chosen", NotifyType.NO_PROPOSAL_CHOSEN)
+        self._cky_i = h.icookie
+        self._cky_r = self._cookie()
+        self._sai_b = msg.raw_payloads[msg.payloads.index(sa)][4:]
+        self._set_params(choice.params)
+        self._peer_vid_list(msg)
+        self.state = MmState.R_SA_SENT
+        reply = SaPayload(sa.doi, sa.situation, (choice.proposal,))
+        return self._out(Message(self._header(), (reply, *self._vids())))
+
+    def _ke_nonce(self, msg: Message) -> tuple[bytes, bytes]:
+        ke, nonce = self._one(msg, KePayload, "KE"), self._one(msg, NoncePayload, "Nonce")
+        assert isinstance(ke, KePayload) and isinstance(nonce, NoncePayload) and self._params is not None
+        if len(ke.data) != public_value_length(self._params.group):
+            raise _Drop("key exchange data of the wrong length")
+        return ke.data, nonce.data
+
+    def _derive(self) -> None:
+        assert self._params is not None and self._dh is not None and self._cipher is not None
+        peer = self._gxr if self._initiator else self._gxi
+        try:
+            gxy = self._dh.shared_secret(peer)
+        except DhError as e:
+            raise _Drop(str(e)) from None
+        alg = self._params.hash
+        skeyid = crypto.skeyid_psk(alg, self._cfg.psk, self._ni, self._nr)
+        self._keys = crypto.derive_phase1(alg, skeyid, gxy, self._cky_i, self._cky_r, self._cipher.key_size)
+        self._iv = crypto.phase1_iv(alg, self._gxi, self._gxr, self._cipher.block_size)
+
+    def _r_ke(self, msg: Message) -> Step:
+        assert self._params is not None
+        self._gxi, self._ni = self._ke_nonce(msg)
+        self._dh = self._dh_provider.generate(self._params.group)
+        self._gxr, self._nr = self._dh.public_value(), self._rng(NONCE_LEN)
+        self._derive()
+        self.state = MmState.R_KE_SENT
+        return self._out(Message(self._header(), (KePayload(self._gxr), NoncePayload(self._nr))))
+
+    def _hash(self, of_initiator: bool, id_body: bytes) -> bytes:
+        assert self._params is not None and self._keys is not None
+        a, k = self._params.hash, self._keys.skeyid
+        if of_initiator:
+            return crypto.hash_i(a, k, self._gxi, self._gxr, self._cky_i, self._cky_r, self._sai_b, id_body)
+        return crypto.hash_r(a, k, self._gxr, self._gxi, self._cky_r, self._cky_i, self._sai_b, id_body)
+
+    def _verify_id_hash(self, msg: Message, of_initiator: bool) -> IdPayload:
+        peer_id, got = self._one(msg, IdPayload, "ID"), self._one(msg, HashPayload, "HASH")
+        assert isinstance(peer_id, IdPayload) and isinstance(got, HashPayload)
+        want = self._hash(of_initiator, msg.raw_payloads[msg.payloads.index(peer_id)][4:])
+        if not hmac.compare_digest(want, got.data):
+            raise _Fail("HASH_I/HASH_R does not verify", NotifyType.AUTHENTICATION_FAILED)
+        return peer_id
+
+    def _established(self, peer_id: IdPayload, msg: Message) -> Phase1Sa:
+        assert self._params is not None and self._cipher is not None and self._keys is not None
+        self.state = MmState.ESTABLISHED
+        return Phase1Sa(
+            initiator=self._initiator,
+            cky_i=self._cky_i,
+            cky_r=self._cky_r,
+            params=self._params,
+            cipher=self._cipher,
+            keys=self._keys,
+            last_block=self._iv,
+            peer_id=peer_id,
+            peer_vendor_ids=tuple(self._peer_vids),
+            peer_notifies=tuple(p for p in msg.payloads if isinstance(p, NotifyPayload)),
+        )
+
+    def _r_id(self, msg: Message) -> Step:
+        peer_id = self._verify_id_hash(msg, of_initiator=True)
+        own = self._cfg.local_id
+        _, own_wire = codec.encode_payloads([own])
+        out = self._out_encrypted([own, HashPayload(self._hash(False, own_wire[4:]))])
+        return Step(send=out, established=self._established(peer_id, msg))
+
+    # ------------------------------------------------------------------ initiator
+
+    def _i_sa(self, h: Header, msg: Message) -> Step:
+        sa = self._one(msg, SaPayload, "SA")
+        assert isinstance(sa, SaPayload) and self._offer is not None
+        offered = self._offer.proposals[0].transforms
+        if len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
+            raise _Drop("responder did not choose exactly one transform")
+        chosen = sa.proposals[0].transforms[0]
+        # RFC 2408 section 4.2: the responder returns one of our transforms unmodified.
+        if not any(
+            chosen.transform_id == t.transform_id and chosen.attributes == t.attributes for t in offered
+        ):
+            raise _Drop("responder chose a transform we did not offer")
+        self._set_params(parse_mm_transform(chosen))
+        self._cky_r = h.rcookie
+        self._peer_vid_list(msg)
+        assert self._params is not None
+        self._dh = self._dh_provider.generate(self._params.group)
+        self._gxi, self._ni = self._dh.public_value(), self._rng(NONCE_LEN)
+        self.state = MmState.I_KE_SENT
+        return self._out(Message(self._header(), (KePayload(self._gxi), NoncePayload(self._ni))))
+
+    def _i_ke(self, msg: Message) -> Step:
+        self._gxr, self._nr = self._ke_nonce(msg)
+        self._peer_vid_list(msg)
+        self._derive()
+        own = self._cfg.local_id
+        _, own_wire = codec.encode_payloads([own])
+        self.state = MmState.I_ID_SENT
+        return Step(send=self._out_encrypted([own, HashPayload(self._hash(True, own_wire[4:]))]))
+
+    def _i_id(self, msg: Message) -> Step:
+        peer_id = self._verify_id_hash(msg, of_initiator=False)
+        return Step(established=self._established(peer_id, msg))
