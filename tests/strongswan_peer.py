@@ -1,4 +1,5 @@
-"""A strongSwan charon responder in a private network namespace, for interop tests (root only).
+"""A strongSwan charon peer (responder, or initiator on request) in a private network namespace, for
+interop tests (root only).
 
 The namespace has only its loopback; charon listens on 127.0.0.1:500 and the test talks to it from
 a UDP socket on 127.0.0.2 that a helper process creates inside the namespace and hands over by
@@ -38,8 +39,11 @@ def available() -> str | None:
     return None
 
 
-class CharonV1Responder:
-    def __init__(self, *, ike_proposal: str, esp_proposal: str, psk: str, pfs: bool = False) -> None:
+class CharonV1Peer:
+    def __init__(
+        self, *, ike_proposal: str, esp_proposal: str, psk: str, pfs: bool = False, charon_port: int = 500
+    ) -> None:
+        self.charon_port = charon_port
         self.ns = f"ipsecd-v1-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
         self.dir = Path(tempfile.mkdtemp(prefix="ipsecd-charon-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,8 +65,8 @@ class CharonV1Responder:
         (d / "strongswan.conf").write_text(
             f"""charon {{
   load = {PLUGINS}
-  port = 500
-  port_nat_t = 4500
+  port = {self.charon_port}
+  port_nat_t = {4500 if self.charon_port == 500 else self.charon_port + 1}
   install_routes = no
   plugins {{ vici {{ socket = {vici} }} }}
   filelog {{ log {{ path = {self.log}
@@ -151,6 +155,16 @@ secrets {{ ike-1 {{ id-1 = 127.0.0.1
         s = socket.socket(fileno=fds[0])
         s.settimeout(5.0)
         return s
+
+    def initiate(self) -> subprocess.Popen[bytes]:
+        """Makes charon initiate the connection (Main Mode, then Quick Mode) towards 127.0.0.2:500;
+        the caller terminates the returned swanctl process."""
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "swanctl", "--initiate", "--child", "c", "--timeout", "20"],
+            env=self._env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def log_text(self) -> str:
         try:

@@ -16,7 +16,7 @@ import os
 import socket
 
 import pytest
-from strongswan_peer import CharonV1Responder, available
+from strongswan_peer import CharonV1Peer, available
 
 from ipsecd.ike import crypto
 from ipsecd.ike.buffers import CodecError
@@ -102,7 +102,7 @@ def _only(msg: Message, cls: type[Payload]) -> Payload:
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
 @pytest.mark.parametrize(("ike", "method", "pfs"), CASES, ids=[c[0] for c in CASES])
 def test_main_mode_and_quick_mode_against_charon(ike: str, method: MmSecMethod, pfs: bool) -> None:
-    peer = CharonV1Responder(ike_proposal=ike, esp_proposal="aes128-sha1", psk=PSK, pfs=pfs)
+    peer = CharonV1Peer(ike_proposal=ike, esp_proposal="aes128-sha1", psk=PSK, pfs=pfs)
     socks: list[socket.socket] = []
     try:
         socks += [peer.socket(5500), peer.socket(4501)]
@@ -116,7 +116,7 @@ def test_main_mode_and_quick_mode_against_charon(ike: str, method: MmSecMethod, 
         peer.close()
 
 
-def _exchange(ini: Initiator, peer: CharonV1Responder, method: MmSecMethod, pfs: bool) -> None:
+def _exchange(ini: Initiator, peer: CharonV1Peer, method: MmSecMethod, pfs: bool) -> None:
     mm = ExchangeType.IDENTITY_PROTECTION
     # Message 1 / 2: SA.
     sa_i = mm_sa_payload([method], [AuthMethod.PRE_SHARED_KEY], 28800)

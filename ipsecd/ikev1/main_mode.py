@@ -30,7 +30,7 @@ from ipsecd.ike import crypto
 from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.constants import AuthMethod, ExchangeType, NotifyType
 from ipsecd.ike.dh import DhError, DhKey, DhProvider, public_value_length
-from ipsecd.ike.proposals import MmParams, match_mm, mm_sa_payload, parse_mm_transform
+from ipsecd.ike.proposals import MmParams, ProposalError, match_mm, mm_sa_payload, parse_mm_transform
 from ipsecd.ikev1 import codec
 from ipsecd.ikev1.codec import Header, Message
 from ipsecd.ikev1.payloads import (
@@ -361,12 +361,15 @@ class MainMode:
         if len(sa.proposals) != 1 or len(sa.proposals[0].transforms) != 1:
             raise _Drop("responder did not choose exactly one transform")
         chosen = sa.proposals[0].transforms[0]
-        # RFC 2408 section 4.2: the responder returns one of our transforms unmodified.
-        if not any(
-            chosen.transform_id == t.transform_id and chosen.attributes == t.attributes for t in offered
-        ):
+        # RFC 2408 section 4.2: the responder returns one of our transforms unmodified. Peers re-encode
+        # attributes (strongSwan returns them in another order), so the values are compared.
+        try:
+            got = parse_mm_transform(chosen)
+        except ProposalError as e:
+            raise _Drop(f"responder's transform: {e}") from None
+        if got not in [parse_mm_transform(t) for t in offered]:
             raise _Drop("responder chose a transform we did not offer")
-        self._set_params(parse_mm_transform(chosen))
+        self._set_params(got)
         self._cky_r = h.rcookie
         self._peer_vid_list(msg)
         assert self._params is not None
