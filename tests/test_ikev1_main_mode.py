@@ -8,12 +8,16 @@ import ipaddress
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipsecd.ike.constants import NotifyType
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev1 import codec
+from ipsecd.ikev1.codec import Message
 from ipsecd.ikev1.main_mode import MainMode, MainModeConfig, MmState, Phase1Sa, Step
 from ipsecd.ikev1.payloads import IdPayload
+from ipsecd.ikev1.sa import Proposal, SaPayload, Transform
 from ipsecd.policy.model import Integrity, MmEncryption, MmSecMethod
 
 A = MmSecMethod(MmEncryption.AES256, Integrity.SHA256, 14)
@@ -220,3 +224,37 @@ def test_api_misuse() -> None:
         ini.start()
     with pytest.raises(ValueError):
         MainMode.initiator(MainModeConfig((), b"k", ID_I), rng=rng("z"), dh=DefaultDhProvider(rng("z")))
+
+
+def test_initiator_accepts_its_transform_with_attributes_reordered() -> None:
+    ini, res = pair()
+    m1 = ini.start().send
+    assert m1 is not None
+    m2 = res.receive(m1).send
+    assert m2 is not None
+    msg = codec.decode(m2)
+    sa = msg.payloads[0]
+    assert isinstance(sa, SaPayload)
+    t = sa.proposals[0].transforms[0]
+    shuffled = Transform(t.number, t.transform_id, (*reversed(t.attributes[:-2]), *t.attributes[-2:]))
+    p = sa.proposals[0]
+    sa2 = SaPayload(sa.doi, sa.situation, (Proposal(p.number, p.protocol_id, p.spi, (shuffled,)),))
+    step = ini.receive(codec.encode(Message(msg.header, (sa2,))))
+    assert step.send is not None and ini.state is MmState.I_KE_SENT
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 5), st.binary(max_size=400), st.integers(0, 2**32 - 1))
+def test_receive_never_raises(stage: int, junk: bytes, pos: int) -> None:
+    """Random datagrams and random splices of the expected one, at every stage: only Steps."""
+    ini, res = pair()
+    msgs = [ini.start().send]
+    parties = [res, ini, res, ini, res, ini]
+    for n in range(stage):
+        msgs.append(parties[n].receive(msgs[-1]).send)  # type: ignore[arg-type]
+    party, good = parties[stage], msgs[-1]
+    assert good is not None
+    cut = pos % (len(good) + 1)
+    for data in (junk, good[:cut] + junk, good[:cut] + junk + good[cut + len(junk) :]):
+        step = party.receive(data)
+        assert isinstance(step, Step)
