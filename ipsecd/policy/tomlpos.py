@@ -86,6 +86,7 @@ class TomlLocator:
                 self._skip_blank(newlines=False)
                 self._advance(2)  # ]]
                 table = self._concrete(keys, new_element=True)
+                self._record(table[: table.rindex("[")], line)  # the array: its first element
                 self._record(table, line)
             elif self._peek() == "[":
                 self._advance()

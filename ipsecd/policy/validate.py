@@ -538,12 +538,9 @@ class Validator:
         if "defaultruleauth" not in t:
             default_auth = next((r.auth for r in rules if r.auth), ())
         activate_default = self.get_bool(f, path, t, "activatedefaultrule", True)
-        if (
-            activate_default
-            and not default_auth
-            and "defaultruleauth" not in t
-            and not any(r.auth for r in rules)
-        ):
+        rule_tables = t.get("rule") if isinstance(t.get("rule"), list) else []
+        auth_given = "defaultruleauth" in t or any(isinstance(r, dict) and "auth" in r for r in rule_tables)
+        if activate_default and not default_auth and not auth_given:
             self.add(
                 f,
                 _sub(path, "defaultruleauth"),
