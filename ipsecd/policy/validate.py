@@ -273,6 +273,7 @@ class Validator:
                 continue
             self.document(_File(name, TomlLocator(text), mode), doc)
         self.cross_checks()
+        self.issues = list(dict.fromkeys(self.issues))  # one report per place and message
         if self.issues:
             order = {name: i for i, (name, _, _) in enumerate(inputs)}
             raise StoreError(sorted(self.issues, key=lambda i: (order.get(i.file, -1), i.line)))
@@ -538,8 +539,10 @@ class Validator:
         if "defaultruleauth" not in t:
             default_auth = next((r.auth for r in rules if r.auth), ())
         activate_default = self.get_bool(f, path, t, "activatedefaultrule", True)
-        rule_tables = t.get("rule") if isinstance(t.get("rule"), list) else []
-        auth_given = "defaultruleauth" in t or any(isinstance(r, dict) and "auth" in r for r in rule_tables)
+        rule_tables = t.get("rule")
+        auth_given = "defaultruleauth" in t or (
+            isinstance(rule_tables, list) and any(isinstance(r, dict) and "auth" in r for r in rule_tables)
+        )
         if activate_default and not default_auth and not auth_given:
             self.add(
                 f,
