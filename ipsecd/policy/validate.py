@@ -411,7 +411,7 @@ class Validator:
         flags = {k: self.get_bool(f, path, t, k, False) for k in ("inpass", "soft", "qmpfs")}
         if action is Action.NEGOTIATE and items is not None and not items:
             self.add(f, _sub(path, "qmsecmethods"), "a negotiate action needs at least one security method")
-        elif action is Action.NEGOTIATE and items is None:
+        elif action is Action.NEGOTIATE and "qmsecmethods" not in t:
             self.add(f, _sub(path, "qmsecmethods"), "a negotiate action needs qmsecmethods")
         elif action in (Action.PERMIT, Action.BLOCK):
             assert action is not None
