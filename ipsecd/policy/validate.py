@@ -128,7 +128,7 @@ class _RuleRef:
     path: str
     policy: str
     rule: Rule
-    has_auth_key: bool
+    auth_written: bool
 
 
 @dataclass
@@ -458,8 +458,10 @@ class Validator:
             return None
         ok = True
         if kind is AuthKind.PSK:
-            if psk is None or not psk:
+            if "psk" not in t or psk == "":
                 self.add(f, _sub(path, "psk"), 'method = "psk" needs a non-empty psk')
+                ok = False
+            elif psk is None:  # wrong type, already reported
                 ok = False
             for key in ("rootca", "certmap"):
                 if key in t:
@@ -470,7 +472,9 @@ class Validator:
             self.add(f, _sub(path, "psk"), 'psk is only for method = "psk"')
             ok = False
         if rootca is None or not rootca.strip():
-            if "rootca" not in t:
+            if rootca is not None:
+                self.add(f, _sub(path, "rootca"), "rootca must not be empty")
+            elif "rootca" not in t:
                 self.add(
                     f,
                     _sub(path, "rootca"),
@@ -534,15 +538,18 @@ class Validator:
             seen[rule.name] = f"{f.name}:{f.locator.line_of(rpath)}"
             rules.append(rule)
             if name is not None:
-                self.rules.append(_RuleRef(f, rpath, name, rule, "auth" in rt))
-        default_auth = self.auth_list(f, path, t, "defaultruleauth")
-        if "defaultruleauth" not in t:
-            default_auth = next((r.auth for r in rules if r.auth), ())
+                self.rules.append(_RuleRef(f, rpath, name, rule, rt.get("auth", []) != []))
         activate_default = self.get_bool(f, path, t, "activatedefaultrule", True)
-        rule_tables = t.get("rule")
-        auth_given = "defaultruleauth" in t or (
-            isinstance(rule_tables, list) and any(isinstance(r, dict) and "auth" in r for r in rule_tables)
-        )
+        # auth_given: some method was written, so an empty result means errors were reported.
+        if "defaultruleauth" in t:
+            default_auth = self.auth_list(f, path, t, "defaultruleauth")
+            auth_given = t["defaultruleauth"] != []
+        else:
+            default_auth = next((r.auth for r in rules if r.auth), ())
+            rule_tables = t.get("rule")
+            auth_given = isinstance(rule_tables, list) and any(
+                isinstance(r, dict) and r.get("auth", []) != [] for r in rule_tables
+            )
         if activate_default and not default_auth and not auth_given:
             self.add(
                 f,
@@ -609,8 +616,8 @@ class Validator:
         self.keys(f, path, t, _BUILTINAUTH_KEYS)
         pname = self.get_str(f, path, t, "policy", required=True)
         auth = self.auth_list(f, path, t, "auth")
-        if "auth" not in t:
-            self.add(f, _sub(path, "auth"), "missing required key 'auth'")
+        if t.get("auth", []) == []:
+            self.add(f, _sub(path, "auth"), "needs at least one authentication method")
         if pname is None:
             return
         if pname not in builtin.BUILTIN_POLICIES:
@@ -644,7 +651,7 @@ class Validator:
                     f"no filter action named {r.filteraction!r}{_suggest(r.filteraction, all_fa)}",
                 )
             fa = self.filteractions.get(r.filteraction) or builtin.BUILTIN_FILTERACTIONS.get(r.filteraction)
-            if fa is not None and fa.action is Action.NEGOTIATE and not r.auth and not ref.has_auth_key:
+            if fa is not None and fa.action is Action.NEGOTIATE and not r.auth and not ref.auth_written:
                 self.add(
                     f,
                     _sub(ref.path, "auth"),
