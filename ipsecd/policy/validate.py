@@ -145,6 +145,7 @@ class Validator:
     policies: dict[str, Policy] = field(default_factory=dict)
     rules: list[_RuleRef] = field(default_factory=list)
     builtin_auth: dict[str, tuple[AuthMethod, ...]] = field(default_factory=dict)
+    builtin_auth_named: set[str] = field(default_factory=set)  # even when its methods were wrong
 
     # -- reporting and typed access -----------------------------------------------------------
 
@@ -626,9 +627,11 @@ class Validator:
                 _sub(path, "policy"),
                 f"{pname!r} is not a built-in policy{_suggest(pname, builtin.BUILTIN_POLICIES)}",
             )
-        elif pname in self.builtin_auth:
+        elif pname in self.builtin_auth_named:
             self.add(f, _sub(path, "policy"), f"authentication for {pname!r} is already given")
-        elif auth:
+        else:
+            self.builtin_auth_named.add(pname)
+        if auth and pname in builtin.BUILTIN_POLICIES and pname not in self.builtin_auth:
             self.builtin_auth[pname] = auth
 
     # -- checks across objects and files --------------------------------------------------------
@@ -668,7 +671,7 @@ class Validator:
                     p,
                     f"no policy named {name!r}{_suggest(name, set(self.names['policy']) | set(builtin.BUILTIN_POLICIES))}",
                 )
-            elif name in builtin.BUILTIN_POLICIES and name not in self.builtin_auth:
+            elif name in builtin.BUILTIN_POLICIES and name not in self.builtin_auth_named:
                 self.add(
                     f,
                     p,
