@@ -91,6 +91,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[bytes | str | Secret] = ()) -> None:
         self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
         for s in secrets:
             self.add(s)
 
@@ -109,13 +110,17 @@ class Redactor:
             forms.add(raw.decode("utf-8"))
         forms.add(repr(raw))  # b'...' as an f-string of bytes would print it
         self._forms.update(f for f in forms if f)
+        self._pattern = None
 
     def scrub(self, text: str) -> str:
-        # Longest first, so that a secret contained in another is not half-replaced.
-        for form in sorted(self._forms, key=len, reverse=True):
-            if form in text:
-                text = text.replace(form, REDACTED)
-        return text
+        if not self._forms:
+            return text
+        if self._pattern is None:
+            # One pass, longest form first, so that a secret inside another one is not
+            # half-replaced and the marker itself is never rescanned.
+            ordered = sorted(self._forms, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(f) for f in ordered))
+        return self._pattern.sub(REDACTED, text)
 
     def __len__(self) -> int:
         return len(self._forms)

@@ -54,9 +54,15 @@ def event_record(event: Event, when: _dt.datetime) -> dict[str, JSONValue]:
     }
 
 
+# Characters that JSON may leave raw but that some line readers (str.splitlines, editors)
+# treat as line breaks; escaped so that one record is one line for every reader.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def event_line(event: Event, when: _dt.datetime) -> str:
-    """One JSON line, newline-terminated; non-ASCII kept as UTF-8, no embedded newlines."""
-    return json.dumps(event_record(event, when), ensure_ascii=False, separators=(",", ":")) + "\n"
+    """One JSON line, newline-terminated; non-ASCII kept as UTF-8, no embedded line breaks."""
+    text = json.dumps(event_record(event, when), ensure_ascii=False, separators=(",", ":"))
+    return text.translate(_LINE_BREAKS) + "\n"
 
 
 class JsonLinesSink:
