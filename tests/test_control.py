@@ -259,6 +259,16 @@ def test_stale_socket_replaced_live_one_refused(tmp_path: Path) -> None:
     assert path.read_text() == "not a socket"
 
 
+def test_idle_connections_are_closed(tmp_path: Path) -> None:
+    with running(_server(tmp_path, idle_timeout=0.2)) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(server.path))
+            assert s.recv(1) == b""  # closed by the server after 0.2 s of silence
+        with ControlClient(server.path) as client:
+            assert client.call("ping") == {"pong": True, "protocol": 1}
+
+
 def test_client_errors_without_daemon(tmp_path: Path) -> None:
     with pytest.raises(ControlConnectionError, match="is ipsecd running"):
         ControlClient(tmp_path / "missing.sock").call("ping")
