@@ -269,6 +269,34 @@ def test_idle_connections_are_closed(tmp_path: Path) -> None:
             assert client.call("ping") == {"pong": True, "protocol": 1}
 
 
+def test_too_many_connections_answered_busy(tmp_path: Path) -> None:
+    with running(_server(tmp_path, max_connections=1)) as server, ControlClient(server.path) as first:
+        assert first.call("ping") == {"pong": True, "protocol": 1}  # first is now active
+        answers = _raw_exchange(server.path, b'{"id": 1, "command": "ping"}\n')
+        assert answers == [
+            {"id": None, "ok": False, "error": {"code": "busy", "message": "too many connections"}}
+        ]
+        assert first.call("ping") == {"pong": True, "protocol": 1}
+
+
+def test_broken_authorizer_does_not_kill_the_server(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def authorizer(cred: PeerCred) -> bool:
+        calls.append(cred.uid)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return True
+
+    seen: list[str] = []
+    server = _server(tmp_path, authorizer=authorizer, on_error=lambda cmd, exc: seen.append(cmd))
+    with running(server):
+        assert _raw_exchange(server.path, b'{"id": 1, "command": "ping"}\n') == []
+        with ControlClient(server.path) as client:
+            assert client.call("ping") == {"pong": True, "protocol": 1}
+    assert seen == ["<connection>"]
+
+
 def test_client_errors_without_daemon(tmp_path: Path) -> None:
     with pytest.raises(ControlConnectionError, match="is ipsecd running"):
         ControlClient(tmp_path / "missing.sock").call("ping")

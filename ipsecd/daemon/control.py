@@ -279,11 +279,15 @@ class ControlServer:
         except TimeoutError:
             return self._count(error_response(req_id, ErrorCode.TIMEOUT, "the command took too long"))
         except Exception as exc:
-            if self.on_error is not None:
-                self.on_error(command, exc)
+            self._report(command, exc)
             # The message stays generic: exception text might carry data we must not echo.
             message = f"command {command!r} failed; see the daemon's log"
             return self._count(error_response(req_id, ErrorCode.INTERNAL_ERROR, message))
+
+    def _report(self, command: str, exc: BaseException) -> None:
+        if self.on_error is not None:
+            with contextlib.suppress(Exception):  # a broken logger must not break the server
+                self.on_error(command, exc)
 
     def _count(self, response: dict[str, Any]) -> dict[str, Any]:
         self.stats.errors += 1
@@ -308,8 +312,10 @@ class ControlServer:
         self.stats.active += 1
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the peer went away or idled out
+        except Exception as exc:  # never let one connection's surprise reach the loop
+            self._report("<connection>", exc)
         finally:
             self.stats.active -= 1
             writer.close()
