@@ -5,21 +5,23 @@ specific filters in weight order would answer (the first filter that matches win
 scanning them.
 
 Method (bitset intersection, docs/policy.md): the specific filters of one (direction, IP version)
-are numbered in weight order, and filter ``i`` is bit ``i`` of a Python integer. For each field
-the classifier precomputes the set of filters that accept a value:
+are numbered in reverse weight order, and filter ``i`` is bit ``i`` of a Python integer. For each
+field the classifier precomputes the set of filters that accept a value:
 
 - addresses: the boundaries of all filter ranges cut the address space into elementary
-  intervals, each with the bitset of the filters covering it; a lookup is one ``bisect``;
+  intervals, each with the bitset of the filters covering it; a lookup is a bucket-table index
+  plus a ``bisect`` over the few boundaries of that bucket;
 - protocol, source port, destination port: a dict from value to the bitset of filters naming
   that value, or-ed with those accepting any value.
 
-The answer is the lowest set bit of the AND of the five bitsets: ``O(log n)`` for the bisects plus
-five big-integer ANDs of ``n`` bits (a few hundred machine words for 10,000 filters), so the cost
-is nearly flat in the number of filters (bench/classifier.py). Exemptions are checked first.
+The answer is the highest set bit of the AND of the bitsets: at most two short bisects plus
+big-integer ANDs of at most ``n`` bits (a few hundred machine words for 10,000 filters), so the
+cost is nearly flat in the number of filters (bench/classifier.py). Exemptions are checked first.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,14 +45,15 @@ class _IntervalBits:
     """Elementary intervals of an address space, each mapped to a bitset of covering filters.
 
     Finding the interval of an address is a ``bisect`` over the interval starts, narrowed first by
-    a bucket table: the span between the lowest and highest finite boundary is cut into about four
-    times as many equal buckets as there are boundaries, and ``window[b]`` is the interval holding the start
-    of bucket ``b``. An address in bucket ``b`` lies in an interval between ``window[b]`` and
-    ``window[b + 1]``: with boundaries spread over the span that window holds O(1) of them, and it
-    is never worse than the plain ``O(log n)`` bisect when they cluster.
+    a bucket table: the span between the lowest and highest finite boundary is cut into equal
+    buckets, about four per boundary, and ``window[b]`` is the interval holding the start of
+    bucket ``b``. An address in bucket ``b`` lies in an interval between ``window[b]`` and
+    ``window[b + 1]``; when they are equal (most buckets) ``direct[b]`` holds that interval's
+    bitset, otherwise a bisect over the few boundaries of the bucket finds it. With boundaries
+    spread over the span that is O(1); when they cluster, never worse than the plain bisect.
     """
 
-    __slots__ = ("high", "low", "sets", "shift", "starts", "window")
+    __slots__ = ("direct", "high", "low", "sets", "shift", "starts", "window")
 
     def __init__(self, ranges: Sequence[tuple[int, int]], top: int) -> None:
         # A filter's bit toggles on at its first address and off just past its last address.
@@ -63,19 +66,23 @@ class _IntervalBits:
         self.starts: list[int] = sorted(toggles)
         self.sets: list[int] = []
         current = 0
+        shared: dict[int, int] = {}  # equal bitsets (e.g. of the gaps between ranges) stored once
         for start in self.starts:
             current ^= toggles[start]
-            self.sets.append(current)
-        # The bucket table over [low, high]; starts[0] is always 0.
+            self.sets.append(shared.setdefault(current, current))
+        # The bucket table over [low, high); starts[0] is always 0.
         self.low = self.starts[1] if len(self.starts) > 1 else 0
         self.high = self.starts[-1]
         span = self.high - self.low
-        # About four buckets per boundary: most buckets then hold no boundary and need no bisect.
+        # About four buckets per boundary (at most eight): most buckets hold no boundary.
         self.shift = max(0, span.bit_length() - len(self.starts).bit_length() - 2)
         buckets = (span >> self.shift) + 1
-        index = list(range(len(self.starts)))  # shared int objects keep the table small
-        self.window: list[int] = [
-            index[bisect_right(self.starts, self.low + (b << self.shift)) - 1] for b in range(buckets + 1)
+        self.window = array(
+            "q", (bisect_right(self.starts, self.low + (b << self.shift)) - 1 for b in range(buckets + 1))
+        )
+        window = self.window
+        self.direct: list[int | None] = [
+            self.sets[window[b]] if window[b] == window[b + 1] else None for b in range(buckets)
         ]
 
     def bits(self, value: int) -> int:
@@ -84,11 +91,11 @@ class _IntervalBits:
         if value >= self.high:
             return self.sets[-1]
         b = (value - self.low) >> self.shift
-        first = self.window[b]
-        last = self.window[b + 1]
-        if first == last:
-            return self.sets[first]
-        return self.sets[bisect_right(self.starts, value, first + 1, last + 1) - 1]
+        found = self.direct[b]
+        if found is not None:
+            return found
+        window = self.window
+        return self.sets[bisect_right(self.starts, value, window[b] + 1, window[b + 1] + 1) - 1]
 
 
 class _ValueBits:
@@ -108,18 +115,24 @@ class _ValueBits:
 
 
 class _Group:
-    """The filters of one (direction, IP version), in weight order, with their field bitsets."""
+    """The filters of one (direction, IP version) with their field bitsets.
 
-    __slots__ = ("dport", "dst", "filters", "matches", "proto", "sport", "src")
+    Bits are numbered in *reverse* weight order: the last filter in weight order is bit 0 and the
+    first is the highest bit, so the first match is the highest set bit (``int.bit_length``, no
+    allocation) and the bitsets of addresses covered only by broad, low-weight filters (the common
+    case between specific ranges) are short integers.
+    """
+
+    __slots__ = ("dport", "dst", "matches", "proto", "sport", "src")
 
     def __init__(self, filters: Sequence[SpecificFilter], top: int) -> None:
-        self.filters = list(filters)
-        self.matches = [Match(f.action, f) for f in self.filters]
-        self.src = _IntervalBits([(f.src.first, f.src.last) for f in self.filters], top)
-        self.dst = _IntervalBits([(f.dst.first, f.dst.last) for f in self.filters], top)
-        self.proto = _ValueBits([f.protocol for f in self.filters])
-        self.sport = _ValueBits([f.srcport for f in self.filters])
-        self.dport = _ValueBits([f.dstport for f in self.filters])
+        by_bit = list(reversed(filters))  # by_bit[i] is bit i
+        self.matches = [Match(f.action, f) for f in by_bit]
+        self.src = _IntervalBits([(f.src.first, f.src.last) for f in by_bit], top)
+        self.dst = _IntervalBits([(f.dst.first, f.dst.last) for f in by_bit], top)
+        self.proto = _ValueBits([f.protocol for f in by_bit])
+        self.sport = _ValueBits([f.srcport for f in by_bit])
+        self.dport = _ValueBits([f.dstport for f in by_bit])
 
 
 class Classifier:
@@ -178,7 +191,7 @@ class Classifier:
             bits &= s.table.get(sport, s.any)
         if not bits:
             return None
-        return group.matches[(bits & -bits).bit_length() - 1]
+        return group.matches[bits.bit_length() - 1]
 
 
 @dataclass(frozen=True)
