@@ -211,3 +211,13 @@ def test_missing_filterlist_is_reported() -> None:
 def test_host_without_addresses_gives_no_filters_for_me() -> None:
     store = store_of([("r", [Filter(ME, ANY)], Action.BLOCK)])
     assert expand_policy(store, store.policies["P"], StaticHost()) == []
+
+
+def test_listing_line_shows_weight_and_tunnel() -> None:
+    out = expand(
+        ("web", [Filter(ME, net("192.0.2.0/24"), 6, 0, 443, mirrored=False)], Action.NEGOTIATE),
+        tunnel={"web": ip("198.51.100.2")},
+    )
+    assert str(out[0]) == (
+        "out 10.0.0.1 -> 192.0.2.0/24:443 proto 6 negotiate weight 5611 rule web tunnel 198.51.100.2"
+    )

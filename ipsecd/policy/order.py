@@ -29,6 +29,7 @@ from ipsecd.policy.model import (
     Action,
     AddressSpec,
     AddrKind,
+    ConnType,
     Filter,
     IPAddress,
     Origin,
@@ -152,6 +153,7 @@ class SpecificFilter:
     tunnel: IPAddress | None = None
     mirror: bool = False  # the second filter made for a mirrored generic filter
     policy: str = ""
+    conntype: ConnType = ConnType.ALL  # the rule's connection type (not used by the classifier)
 
     @property
     def version(self) -> int:
@@ -179,9 +181,10 @@ class SpecificFilter:
         proto = "any" if self.protocol == 0 else str(self.protocol)
         sp = f":{self.srcport}" if self.srcport else ""
         dp = f":{self.dstport}" if self.dstport else ""
+        tunnel = f" tunnel {self.tunnel}" if self.tunnel is not None else ""
         return (
             f"{self.direction.value:3} {self.src}{sp} -> {self.dst}{dp} proto {proto} "
-            f"{self.action.value} weight {self.weight} rule {self.rule}"
+            f"{self.action.value} weight {self.weight} rule {self.rule}{tunnel}"
         )
 
 
@@ -317,6 +320,7 @@ def expand_policy(store: Store, policy: Policy, host: HostEnvironment) -> list[S
                             tunnel=rule.tunnel,
                             mirror=mirror,
                             policy=policy.name,
+                            conntype=rule.conntype,
                         )
                     )
                     index += 1
