@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ipsecd.policy.host import HostEnvironment
+from ipsecd.policy.issues import ConfigIssue
 from ipsecd.policy.model import (
     Action,
     AddressSpec,
@@ -52,21 +53,12 @@ class Direction(enum.Enum):
         return Direction.INBOUND if self is Direction.OUTBOUND else Direction.OUTBOUND
 
 
-# Placeholder until the `load` branch lands: the same fields and text as
-# ipsecd.policy.store.ConfigIssue; switch to that type when merging.
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
-
-
 class ExpansionError(Exception):
-    """Generic filters that cannot be expanded; ``issues`` lists every problem found."""
+    """Generic filters that cannot be expanded; ``issues`` lists every problem found.
+
+    The issues are the store's ``ConfigIssue`` (file, line, field, message), so callers report
+    them like load errors.
+    """
 
     def __init__(self, issues: Sequence[ConfigIssue]) -> None:
         self.issues: tuple[ConfigIssue, ...] = tuple(issues)
