@@ -89,3 +89,36 @@ def test_unresolvable_name_names_the_toml_line() -> None:
     assert issue.field == "filterlist[1].filter[0].dstaddr"
     assert "backup.example" in issue.message
     assert "not-a-real-secret" not in str(info.value)
+
+
+def test_builtin_secure_server_permits_icmp_and_negotiates_the_rest() -> None:
+    from ipsecd.policy.builtin import (
+        BUILTIN_FILTERACTIONS,
+        BUILTIN_FILTERLISTS,
+        BUILTIN_POLICIES,
+        SECURE_SERVER,
+    )
+    from ipsecd.policy.model import DaemonSettings, Store
+
+    store = Store(
+        DaemonSettings(assigned_policy=SECURE_SERVER),
+        dict(BUILTIN_FILTERLISTS),
+        dict(BUILTIN_FILTERACTIONS),
+        dict(BUILTIN_POLICIES),
+    )
+    host = StaticHost(addresses=[ip("10.0.0.1"), ip("2001:db8::1")])
+    c = compile_store(store, host).classifier
+    for direction, src, dst in (
+        (Direction.OUTBOUND, "10.0.0.1", "198.51.100.7"),
+        (Direction.INBOUND, "198.51.100.7", "10.0.0.1"),
+    ):
+        m = c.lookup(direction, ip(src), ip(dst), 1)
+        assert m is not None and m.action is Action.PERMIT and m.filter is not None
+        m = c.lookup(direction, ip(src), ip(dst), 6, 40000, 22)
+        assert m is not None and m.action is Action.NEGOTIATE
+        m = c.lookup(direction, ip(src), ip(dst), 17, 500, 500)
+        assert m is not None and m.exempt == "ike"
+    m = c.lookup(Direction.INBOUND, ip("fe80::2"), ip("2001:db8::1"), 58)
+    assert m is not None and m.action is Action.PERMIT
+    # Traffic not to or from this host (forwarded) is outside "me <-> any".
+    assert c.lookup(Direction.OUTBOUND, ip("10.9.9.9"), ip("198.51.100.7"), 6, 1, 2) is None
