@@ -173,6 +173,12 @@ class Command:
             raise TypeError(key)
         return v
 
+    def int_arg(self, key: str, default: int = 0) -> int:
+        v = self.args.get(key, default)
+        if not isinstance(v, int):  # pragma: no cover - grammar guarantees it
+            raise TypeError(key)
+        return v
+
     def has(self, key: str) -> bool:
         return key in self.args
 

@@ -1,0 +1,642 @@
+"""``ipsecctl static``: the commands of the netsh ipsec static context, run against a store.
+
+Edits (``add``, ``set``, ``delete``, ``importpolicy``) follow one path: open the store's files
+with ``StoreEditor``, apply the change to the TOML documents, validate the resulting texts as a
+whole with the loader (``parse_store_texts``), and only then write the changed files atomically.
+A rejected edit leaves every file as it was and reports the loader's errors.
+
+Reading commands (``show``, ``check``, ``match``, ``exportpolicy``) load the store with
+``load_store`` (which also checks the modes of files holding preshared keys).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import tomlkit
+from tomlkit.items import AoT, Table
+
+from ipsecd.cli import render
+from ipsecd.cli.grammar import Command, UsageError, parse_bool
+from ipsecd.policy.classifier import Classifier, Match, compile_store
+from ipsecd.policy.edit import KIND_TITLES, OBJECT_KINDS, EditError, StoreEditor, atomic_write
+from ipsecd.policy.exemptions import BroadcastAware, default_exemptions
+from ipsecd.policy.host import HostEnvironment
+from ipsecd.policy.model import PORTED_PROTOCOLS, PROTOCOL_NUMBERS, Filter, IPAddress, Policy, Store
+from ipsecd.policy.order import Direction, SpecificFilter, expand_policy
+from ipsecd.policy.store import (
+    STORE_MAIN,
+    STORE_POLICIES,
+    edit_file_for_new_objects,
+    load_store,
+    parse_store_texts,
+    store_files,
+)
+
+
+class CliError(Exception):
+    """A store-level failure that is not a StoreError (exit status 1)."""
+
+
+@dataclass
+class Context:
+    config: Path
+    json: bool
+    host: HostEnvironment | None
+    out: TextIO
+    err: TextIO
+    host_hint: str = "pass --host-facts FILE or run the ipsecctl console script"
+
+    def say(self, *lines: str) -> None:
+        for line in lines:
+            print(line, file=self.out)
+
+    def emit_json(self, obj: Any) -> None:
+        print(json.dumps(obj, indent=2, sort_keys=False), file=self.out)
+
+    def need_host(self) -> HostEnvironment:
+        if self.host is None:
+            raise UsageError(f"this command needs the host's addresses: {self.host_hint}")
+        return self.host
+
+
+# -- opening the store -------------------------------------------------------------------------
+def open_editor(config: Path) -> StoreEditor:
+    """An editor on the store at ``config`` (a directory or a single file; it may not exist yet)."""
+    if config.exists():
+        files = store_files(config)
+        new_objects = edit_file_for_new_objects(config)
+    else:
+        files = []
+        new_objects = config if config.suffix == ".toml" else config / STORE_POLICIES
+    settings_file = config / STORE_MAIN if new_objects != config else config
+    return StoreEditor(files, new_objects, settings_file)
+
+
+def _validate(editor: StoreEditor) -> Store:
+    return parse_store_texts(editor.texts())
+
+
+def _commit(ctx: Context, editor: StoreEditor, message: str) -> int:
+    _validate(editor)  # raises StoreError: nothing is written
+    regrouped = editor.regrouped_files()
+    written = editor.write()
+    ctx.say(message if written else message + " (no change)")
+    for path in regrouped:
+        ctx.say(f"note: {path}: interleaved tables were regrouped by kind (tomlkit keeps them together)")
+    return 0
+
+
+def _builtin_names(kind: str) -> set[str]:
+    """Names of built-in objects of a kind (they are not in any file and cannot be edited)."""
+    store = parse_store_texts([])
+    table: dict[str, dict[str, Any]] = {
+        "policy": store.policies,
+        "filterlist": store.filterlists,
+        "filteraction": store.filteractions,
+    }[kind]
+    return set(table)
+
+
+def _require_user_object(editor: StoreEditor, kind: str, name: str) -> None:
+    if editor.find(kind, name) is None:
+        if name in _builtin_names(kind):
+            raise EditError(f"{KIND_TITLES[kind]} {name!r} is built-in and cannot be changed")
+        raise EditError(f"no {KIND_TITLES[kind]} named {name!r} in the store files")
+
+
+# -- mapping command parameters to TOML values -------------------------------------------------
+POLICY_KEYS = (
+    "name",
+    "description",
+    "pollinginterval",
+    "mmlifetime",
+    "qmpermm",
+    "mmsecmethods",
+    "mmpfs",
+    "activatedefaultrule",
+)
+FILTERLIST_KEYS = ("name", "description")
+FILTER_KEYS = (
+    "srcaddr",
+    "srcmask",
+    "dstaddr",
+    "dstmask",
+    "protocol",
+    "srcport",
+    "dstport",
+    "mirrored",
+    "description",
+)
+FILTERACTION_KEYS = ("name", "description", "action", "qmsecmethods", "inpass", "soft", "qmpfs")
+RULE_KEYS = (
+    "name",
+    "description",
+    "filterlist",
+    "filteraction",
+    "tunnel",
+    "conntype",
+    "activate",
+    "ikeversion",
+)
+_NONE_WORDS = {"", "none", "0"}
+
+
+def _toml_value(key: str, value: Any) -> Any:
+    if isinstance(value, tuple):
+        arr = tomlkit.array()
+        arr.extend(value)
+        return arr
+    if key == "tunnel" and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
+        return None  # netsh: tunnel=0 / tunnel="" clears the endpoint (transport mode)
+    return value
+
+
+def _values(cmd: Command, keys: Sequence[str]) -> dict[str, Any]:
+    return {k: _toml_value(k, cmd.args[k]) for k in keys if k in cmd.args}
+
+
+def _auth(cmd: Command) -> Any:
+    """The ``auth`` array of a rule from psk= / rootca= / kerberos=, in the order typed."""
+    arr = tomlkit.array()
+    for kind, value in cmd.auth:
+        t = tomlkit.inline_table()
+        if kind == "psk":
+            t.update({"method": "psk", "psk": value})
+        elif kind == "kerberos":
+            t.update({"method": "kerberos"})
+        else:
+            # netsh: rootca="CA-NAME certmap:yes excludecaname:no"; ours: a PEM path + certmap.
+            words = value.split()
+            if not words:
+                raise UsageError("rootca: expected the path of a PEM root CA certificate")
+            t.update({"method": "cert", "rootca": words[0]})
+            for opt in words[1:]:
+                k, _, v = opt.partition(":")
+                if k.lower() != "certmap":
+                    raise UsageError(f"rootca: unknown option {opt!r} (only certmap:yes|no)")
+                t["certmap"] = parse_bool("rootca certmap", v)
+        arr.append(t)
+    return arr
+
+
+# -- edits ---------------------------------------------------------------------------------------
+def _assign(editor: StoreEditor, name: str, assign: bool) -> None:
+    if assign:
+        editor.set_setting("assigned_policy", name)
+    elif editor.setting("assigned_policy") == name:
+        editor.set_setting("assigned_policy", None)
+
+
+def cmd_add(ctx: Context, cmd: Command) -> int:
+    editor = open_editor(ctx.config)
+    name = cmd.str_arg("name")
+    if cmd.obj == "policy":
+        assert name is not None
+        editor.add("policy", _values(cmd, POLICY_KEYS))
+        if "assign" in cmd.args:
+            _assign(editor, name, bool(cmd.args["assign"]))
+    elif cmd.obj == "filterlist":
+        editor.add("filterlist", _values(cmd, FILTERLIST_KEYS))
+    elif cmd.obj == "filteraction":
+        editor.add("filteraction", _values(cmd, FILTERACTION_KEYS))
+    elif cmd.obj == "filter":
+        fl = str(cmd.args["filterlist"])
+        _require_user_object(editor, "filterlist", fl)
+        editor.add_filter(fl, _values(cmd, FILTER_KEYS))
+        return _commit(ctx, editor, f"added a filter to filter list {fl!r}")
+    else:  # rule
+        policy = str(cmd.args["policy"])
+        _require_user_object(editor, "policy", policy)
+        values = _values(cmd, RULE_KEYS)
+        if cmd.auth:
+            values = {**values, "auth": _auth(cmd)}
+        editor.add_rule(policy, values)
+        return _commit(ctx, editor, f"added rule {name!r} to policy {policy!r}")
+    return _commit(ctx, editor, f"added {KIND_TITLES[cmd.obj]} {name!r}")
+
+
+def cmd_set(ctx: Context, cmd: Command) -> int:
+    editor = open_editor(ctx.config)
+    if cmd.obj == "defaultrule":
+        policy = str(cmd.args["policy"])
+        _require_user_object(editor, "policy", policy)
+        values: dict[str, Any] = {}
+        if "activate" in cmd.args:
+            values["activatedefaultrule"] = cmd.args["activate"]
+        if cmd.auth:
+            values["defaultruleauth"] = _auth(cmd)
+        editor.update("policy", policy, values)
+        return _commit(ctx, editor, f"set the default response rule of policy {policy!r}")
+    name = str(cmd.args["name"])
+    newname = cmd.str_arg("newname")
+    if cmd.obj == "rule":
+        policy = str(cmd.args["policy"])
+        _require_user_object(editor, "policy", policy)
+        values = _values(cmd, [k for k in RULE_KEYS if k != "name"])
+        if "tunnel" in cmd.args:
+            values["tunnel"] = _toml_value("tunnel", cmd.args["tunnel"])
+        if cmd.auth:
+            values["auth"] = _auth(cmd)
+        if newname is not None:
+            values["name"] = newname
+        editor.update_rule(policy, name, values)
+        return _commit(ctx, editor, f"set rule {name!r} of policy {policy!r}")
+    keys = {"policy": POLICY_KEYS, "filterlist": FILTERLIST_KEYS, "filteraction": FILTERACTION_KEYS}[cmd.obj]
+    values = _values(cmd, [k for k in keys if k != "name"])
+    only_assign = cmd.obj == "policy" and set(cmd.args) == {"name", "assign"}
+    if not only_assign:  # a built-in policy may be assigned, not changed
+        _require_user_object(editor, cmd.obj, name)
+        if values:
+            editor.update(cmd.obj, name, values)
+        if newname is not None:
+            editor.rename(cmd.obj, name, newname)
+    if "assign" in cmd.args:
+        _assign(editor, newname or name, bool(cmd.args["assign"]))
+    return _commit(ctx, editor, f"set {KIND_TITLES[cmd.obj]} {name!r}")
+
+
+def _matching_filter(cmd: Command) -> Filter:
+    """The filter described by a ``delete filter`` command, normalized by the loader itself."""
+    doc = tomlkit.document()
+    fl = tomlkit.table()
+    fl["name"] = "delete filter"
+    ft = tomlkit.table()
+    for k, v in _values(cmd, FILTER_KEYS).items():
+        ft[k] = v
+    filters = tomlkit.aot()
+    filters.append(ft)
+    fl["filter"] = filters
+    lists = tomlkit.aot()
+    lists.append(fl)
+    doc["filterlist"] = lists
+    store = parse_store_texts([("<delete filter arguments>", doc.as_string())])
+    return store.filterlists["delete filter"].filters[0]
+
+
+def _delete_filter(ctx: Context, cmd: Command, editor: StoreEditor) -> int:
+    name = str(cmd.args["filterlist"])
+    _require_user_object(editor, "filterlist", name)
+    store = _validate(editor)  # the current filters, parsed in file order
+    want = _matching_filter(cmd)
+    optional = [k for k in ("protocol", "srcport", "dstport", "mirrored") if k in cmd.args]
+    doomed = [
+        i
+        for i, f in enumerate(store.filterlists[name].filters)
+        if f.src == want.src
+        and f.dst == want.dst
+        and all(getattr(f, k) == getattr(want, k) for k in optional)
+    ]
+    if not doomed:
+        raise EditError(f"no filter of filter list {name!r} matches {want.src} -> {want.dst}")
+    editor.remove_filters(name, doomed)
+    n = len(doomed)
+    return _commit(ctx, editor, f"deleted {n} filter{'s' if n > 1 else ''} from filter list {name!r}")
+
+
+def cmd_delete(ctx: Context, cmd: Command) -> int:
+    editor = open_editor(ctx.config)
+    if cmd.obj == "filter":
+        return _delete_filter(ctx, cmd, editor)
+    if cmd.obj == "all":
+        counts = [editor.remove_all(k) for k in OBJECT_KINDS]
+        assigned = editor.setting("assigned_policy")
+        if assigned is not None and str(assigned) not in _builtin_names("policy"):
+            editor.set_setting("assigned_policy", None)
+        return _commit(
+            ctx,
+            editor,
+            f"deleted {counts[2]} policies, {counts[0]} filter lists and {counts[1]} filter actions",
+        )
+    if cmd.obj == "rule":
+        policy = str(cmd.args["policy"])
+        _require_user_object(editor, "policy", policy)
+        n = editor.remove_rules(policy, None if cmd.all else cmd.str_arg("name"))
+        what = "all rules" if cmd.all else f"rule {cmd.str_arg('name')!r}"
+        return _commit(ctx, editor, f"deleted {what} of policy {policy!r} ({n})")
+    title = KIND_TITLES[cmd.obj]
+    if cmd.all:
+        names = editor.names(cmd.obj)
+        n = editor.remove_all(cmd.obj)
+        if cmd.obj == "policy" and editor.setting("assigned_policy") in names:
+            editor.set_setting("assigned_policy", None)
+        return _commit(ctx, editor, f"deleted every {title} in the store files ({n})")
+    name = str(cmd.args["name"])
+    _require_user_object(editor, cmd.obj, name)
+    editor.remove(cmd.obj, name)
+    msg = f"deleted {title} {name!r}"
+    if cmd.obj == "policy" and editor.setting("assigned_policy") == name:
+        editor.set_setting("assigned_policy", None)
+        msg += " (it was assigned: no policy is assigned now)"
+    return _commit(ctx, editor, msg)
+
+
+# -- export / import ---------------------------------------------------------------------------
+def cmd_exportpolicy(ctx: Context, cmd: Command) -> int:
+    editor = open_editor(ctx.config)
+    _validate(editor)
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment(f"ipsecctl static exportpolicy of {ctx.config}"))
+    doc.add(tomlkit.comment("the user's filter lists, filter actions and policies; keep it private (0600)"))
+    doc.add(tomlkit.nl())
+    n = 0
+    for kind in OBJECT_KINDS:
+        tables = editor.object_tables(kind)
+        if not tables:
+            continue
+        aot = tomlkit.aot()
+        for t in tables:
+            aot.append(copy.deepcopy(t))
+        doc[kind] = aot
+        n += len(tables)
+    text = doc.as_string()
+    parse_store_texts([(str(cmd.args["file"]), text)])  # what we export must import again
+    atomic_write(Path(str(cmd.args["file"])), text)
+    ctx.say(f"exported {n} objects to {cmd.args['file']}")
+    return 0
+
+
+def cmd_importpolicy(ctx: Context, cmd: Command) -> int:
+    path = Path(str(cmd.args["file"]))
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = tomlkit.parse(text)
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from exc
+    except Exception as exc:
+        raise CliError(f"{path}: not valid TOML: {exc}") from exc
+    extra = [k for k in doc if k not in OBJECT_KINDS]
+    if extra:
+        raise CliError(
+            f"{path}: only filterlist, filteraction and policy tables can be imported, not {extra}"
+        )
+    objects: list[tuple[str, Table]] = []
+    for kind in OBJECT_KINDS:
+        item = doc.get(kind)
+        if item is None:
+            continue
+        if not isinstance(item, AoT):
+            raise CliError(f"{path}: {kind} must be an array of tables ([[{kind}]])")
+        objects.extend((kind, t) for t in item)
+    # First validate the file against the store without the objects it replaces, so errors
+    # name lines of the imported file; then apply it and validate the result as usual.
+    scratch = open_editor(ctx.config)
+    for kind, t in objects:
+        if scratch.find(kind, str(t.get("name"))) is not None:
+            scratch.remove(kind, str(t.get("name")))
+    parse_store_texts([*scratch.texts(), (str(path), text)])
+    editor = open_editor(ctx.config)
+    replaced = sum(editor.replace_or_add(kind, copy.deepcopy(t)) for kind, t in objects)
+    return _commit(ctx, editor, f"imported {len(objects)} objects from {path} ({replaced} replaced)")
+
+
+# -- show / check / match ----------------------------------------------------------------------
+def _one(table: Mapping[str, Any], kind: str, name: str) -> Any:
+    if name not in table:
+        raise CliError(f"no {KIND_TITLES[kind]} named {name!r}")
+    return table[name]
+
+
+def cmd_show(ctx: Context, cmd: Command) -> int:
+    store = load_store(ctx.config)
+    if cmd.obj == "filters":
+        return _show_filters(ctx, cmd, store)
+    assigned = store.settings.assigned_policy
+    name = cmd.str_arg("name")
+    if cmd.obj == "all":
+        if ctx.json:
+            ctx.emit_json(render.store_json(store))
+        else:
+            ctx.say(*render.store_text(store))
+        return 0
+    if cmd.obj == "rule":
+        pol_name = cmd.str_arg("policy")
+        policies = [_one(store.policies, "policy", pol_name)] if pol_name else list(store.policies.values())
+        rules = [(p.name, r) for p in policies for r in p.rules if cmd.all or r.name == name]
+        if not cmd.all and not rules:
+            raise CliError(f"no rule named {name!r}" + (f" in policy {pol_name!r}" if pol_name else ""))
+        if ctx.json:
+            ctx.emit_json({"rules": [render.rule_json(r, p) for p, r in rules]})
+        else:
+            ctx.say(*_joined([render.rule_text(r, p) for p, r in rules]))
+        return 0
+    tables: dict[str, Mapping[str, Any]] = {
+        "policy": store.policies,
+        "filterlist": store.filterlists,
+        "filteraction": store.filteractions,
+    }
+    table = tables[cmd.obj]
+    objs = list(table.values()) if cmd.all else [_one(table, cmd.obj, str(name))]
+    if cmd.obj == "policy":
+        if ctx.json:
+            ctx.emit_json({"policies": [render.policy_json(p, p.name == assigned) for p in objs]})
+        else:
+            ctx.say(*_joined([render.policy_text(p, p.name == assigned) for p in objs]))
+    elif cmd.obj == "filterlist":
+        if ctx.json:
+            ctx.emit_json({"filterlists": [render.filterlist_json(f) for f in objs]})
+        else:
+            ctx.say(*_joined([render.filterlist_text(f) for f in objs]))
+    elif ctx.json:
+        ctx.emit_json({"filteractions": [render.filteraction_json(f) for f in objs]})
+    else:
+        ctx.say(*_joined([render.filteraction_text(f) for f in objs]))
+    return 0
+
+
+def _joined(blocks: Sequence[list[str]]) -> list[str]:
+    out: list[str] = []
+    for b in blocks:
+        if out:
+            out.append("")
+        out.extend(b)
+    return out
+
+
+def _policy_for(store: Store, cmd: Command) -> Policy | None:
+    name = cmd.str_arg("policy")
+    if name is not None:
+        return _one(store.policies, "policy", name)  # type: ignore[no-any-return]
+    return store.assigned
+
+
+def _show_filters(ctx: Context, cmd: Command, store: Store) -> int:
+    specific = bool(cmd.args.get("specific", False))
+    policy = _policy_for(store, cmd)
+    if policy is None:
+        raise CliError("no policy is assigned (set policy name=NAME assign=yes, or pass policy=NAME)")
+    if not specific:
+        rows = render.generic_rows(store, policy)
+        if ctx.json:
+            ctx.emit_json(
+                {
+                    "policy": policy.name,
+                    "specific": False,
+                    "filters": [
+                        {
+                            "rule": r.name,
+                            "filterlist": r.filterlist,
+                            "index": i,
+                            "filteraction": r.filteraction,
+                            "action": store.filteractions[r.filteraction].action.value,
+                            "tunnel": None if r.tunnel is None else str(r.tunnel),
+                            **render.filter_json(f),
+                        }
+                        for r, i, f in rows
+                    ],
+                }
+            )
+        else:
+            ctx.say(f"generic filters of policy {policy.name!r} ({len(rows)}):")
+            for r, i, f in rows:
+                action = store.filteractions[r.filteraction].action.value
+                ctx.say(f"  rule {r.name!r} ({r.filteraction}: {action})", *render.filter_text(f, i))
+        return 0
+    filters, exemptions = _compiled(ctx, store, policy)
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "policy": policy.name,
+                "specific": True,
+                "exemptions": sorted(exemptions.classes),
+                "filters": [render.specific_json(f, i) for i, f in enumerate(filters, 1)],
+            }
+        )
+    else:
+        ctx.say(f"specific filters of policy {policy.name!r}, in match order ({len(filters)}):")
+        ctx.say(*render.exemptions_text(exemptions))
+        ctx.say(render.SPECIFIC_HEADER)
+        ctx.say(*(render.specific_text(f, i) for i, f in enumerate(filters, 1)))
+    return 0
+
+
+def _compiled(ctx: Context, store: Store, policy: Policy | None) -> tuple[list[SpecificFilter], Any]:
+    host = ctx.need_host()
+    broadcasts = host.broadcast_addresses() if isinstance(host, BroadcastAware) else ()
+    exemptions = default_exemptions(store.settings.ipsecexempt, broadcasts)
+    if policy is not None and policy is store.assigned:
+        compiled = compile_store(store, host)
+        return list(compiled.filters), compiled.exemptions
+    filters = expand_policy(store, policy, host) if policy is not None else []
+    return sorted(filters, key=lambda f: f.sort_key), exemptions
+
+
+def _address(key: str, text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise UsageError(f"{key}: expected an IP address, not {text!r}") from None
+
+
+def cmd_match(ctx: Context, cmd: Command) -> int:
+    store = load_store(ctx.config)
+    src = _address("srcaddr", str(cmd.args["srcaddr"]))
+    dst = _address("dstaddr", str(cmd.args["dstaddr"]))
+    if src.version != dst.version:
+        raise UsageError("srcaddr and dstaddr must be of the same IP version")
+    proto_arg = cmd.args.get("protocol")
+    if proto_arg is None:
+        raise UsageError("match: missing protocol= (a packet has one protocol: tcp, udp, icmp, a number)")
+    if isinstance(proto_arg, str):
+        if proto_arg not in PROTOCOL_NUMBERS or proto_arg == "any":
+            raise UsageError(f"protocol: unknown protocol {proto_arg!r}")
+        protocol = PROTOCOL_NUMBERS[proto_arg]
+    else:
+        protocol = cmd.int_arg("protocol")
+    sport = cmd.int_arg("srcport")
+    dport = cmd.int_arg("dstport")
+    if (sport or dport) and protocol not in PORTED_PROTOCOLS:
+        raise UsageError("srcport/dstport need protocol tcp or udp")
+    direction = Direction(str(cmd.args.get("direction", "out")))
+    policy = _policy_for(store, cmd)
+    filters, exemptions = _compiled(ctx, store, policy)
+    match: Match | None = Classifier(filters, exemptions).lookup(direction, src, dst, protocol, sport, dport)
+    position = None
+    if match is not None and match.filter is not None:
+        position = next((i for i, f in enumerate(filters, 1) if f == match.filter), None)
+    packet = {
+        "direction": direction.value,
+        "srcaddr": str(src),
+        "dstaddr": str(dst),
+        "protocol": protocol,
+        "srcport": sport,
+        "dstport": dport,
+    }
+    action = "permit" if match is None else match.action.value
+    if ctx.json:
+        ctx.emit_json(
+            {
+                "packet": packet,
+                "policy": policy.name if policy else None,
+                "action": action,
+                "exempt": None if match is None else match.exempt,
+                "matched": match is not None and match.filter is not None,
+                "filter": (
+                    None
+                    if match is None or match.filter is None
+                    else render.specific_json(match.filter, position or 0)
+                ),
+            }
+        )
+        return 0
+    sp = f":{sport}" if sport else ""
+    dp = f":{dport}" if dport else ""
+    ctx.say(f"packet: {direction.value} {src}{sp} -> {dst}{dp} protocol {render.protocol_name(protocol)}")
+    ctx.say(f"policy: {policy.name if policy else 'none assigned'}")
+    if match is None:
+        ctx.say("result: permit (no filter matches: not IPsec traffic)")
+    elif match.exempt is not None:
+        ctx.say(f"result: permit (exempt: {match.exempt})")
+    else:
+        f = match.filter
+        assert f is not None
+        ctx.say(f"result: {action} (filter action {f.filteraction!r})")
+        ctx.say(f"rule: {f.rule!r}, filter list {f.filterlist!r}")
+        ctx.say(render.SPECIFIC_HEADER, render.specific_text(f, position or 0))
+    return 0
+
+
+def cmd_check(ctx: Context, cmd: Command) -> int:
+    store = load_store(ctx.config)
+    files = store_files(ctx.config)
+    user = {
+        "policies": sum(not p.builtin for p in store.policies.values()),
+        "filterlists": sum(not f.builtin for f in store.filterlists.values()),
+        "filteractions": sum(not f.builtin for f in store.filteractions.values()),
+        "rules": sum(len(p.rules) for p in store.policies.values() if not p.builtin),
+    }
+    assigned = store.settings.assigned_policy
+    summary = (
+        f"{ctx.config}: OK: {len(files)} file{'s' if len(files) != 1 else ''}, {user['policies']} policies,"
+        f" {user['rules']} rules, {user['filterlists']} filter lists, {user['filteractions']} filter actions"
+        f" (plus built-ins); assigned policy: {assigned or 'none'}"
+    )
+    if ctx.json:
+        ctx.emit_json({"ok": True, "files": [str(f) for f in files], "assigned_policy": assigned, **user})
+    else:
+        ctx.say(summary)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Context, Command], int]] = {
+    "add": cmd_add,
+    "set": cmd_set,
+    "delete": cmd_delete,
+    "show": cmd_show,
+    "check": cmd_check,
+    "match": cmd_match,
+    "exportpolicy": cmd_exportpolicy,
+    "importpolicy": cmd_importpolicy,
+}
+
+
+def execute(ctx: Context, cmd: Command) -> int:
+    if ctx.json and cmd.verb not in ("show", "match", "check"):
+        raise UsageError("--json is accepted by show, match and check only")
+    return COMMANDS[cmd.verb](ctx, cmd)
