@@ -96,12 +96,12 @@ def _commit(ctx: Context, editor: StoreEditor, message: str) -> int:
 def _builtin_names(kind: str) -> set[str]:
     """Names of built-in objects of a kind (they are not in any file and cannot be edited)."""
     store = parse_store_texts([])
-    table: dict[str, dict[str, Any]] = {
+    tables: dict[str, Mapping[str, Any]] = {
         "policy": store.policies,
         "filterlist": store.filterlists,
         "filteraction": store.filteractions,
-    }[kind]
-    return set(table)
+    }
+    return set(tables[kind])
 
 
 def _require_user_object(editor: StoreEditor, kind: str, name: str) -> None:
