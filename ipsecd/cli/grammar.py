@@ -110,7 +110,8 @@ def _s(params: Mapping[str, T], required: Sequence[str] = (), all_word: bool = F
 
 
 GRAMMAR: dict[tuple[str, str], Syntax] = {
-    ("add", "policy"): _s(_POLICY, ["name"]),
+    # psk=/rootca=/kerberos= on a policy (not netsh): the default response rule's authentication.
+    ("add", "policy"): _s({**_POLICY, "kerberos": T.AUTH, "psk": T.AUTH, "rootca": T.AUTH}, ["name"]),
     ("add", "filterlist"): _s(_FILTERLIST, ["name"]),
     ("add", "filter"): _s(_FILTER, ["filterlist", "srcaddr", "dstaddr"]),
     ("add", "filteraction"): _s(_FILTERACTION, ["name"]),

@@ -199,7 +199,10 @@ def cmd_add(ctx: Context, cmd: Command) -> int:
     name = cmd.str_arg("name")
     if cmd.obj == "policy":
         assert name is not None
-        editor.add("policy", _values(cmd, POLICY_KEYS))
+        values = _values(cmd, POLICY_KEYS)
+        if cmd.auth:
+            values["defaultruleauth"] = _auth(cmd)
+        editor.add("policy", values)
         if "assign" in cmd.args:
             _assign(editor, name, bool(cmd.args["assign"]))
     elif cmd.obj == "filterlist":
@@ -494,9 +497,13 @@ def _show_filters(ctx: Context, cmd: Command, store: Store) -> int:
             )
         else:
             ctx.say(f"generic filters of policy {policy.name!r} ({len(rows)}):")
+            current = None
             for r, i, f in rows:
-                action = store.filteractions[r.filteraction].action.value
-                ctx.say(f"  rule {r.name!r} ({r.filteraction}: {action})", *render.filter_text(f, i))
+                if r is not current:
+                    action = store.filteractions[r.filteraction].action.value
+                    ctx.say(f"  rule {r.name!r}: filter list {r.filterlist!r}, {r.filteraction} ({action})")
+                    current = r
+                ctx.say(*render.filter_text(f, i))
         return 0
     filters, exemptions = _compiled(ctx, store, policy)
     if ctx.json:
@@ -602,6 +609,11 @@ def cmd_match(ctx: Context, cmd: Command) -> int:
     return 0
 
 
+def _plural(n: int, word: str) -> str:
+    one, _, many = word.partition("/")
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 def cmd_check(ctx: Context, cmd: Command) -> int:
     store = load_store(ctx.config)
     files = store_files(ctx.config)
@@ -612,11 +624,17 @@ def cmd_check(ctx: Context, cmd: Command) -> int:
         "rules": sum(len(p.rules) for p in store.policies.values() if not p.builtin),
     }
     assigned = store.settings.assigned_policy
-    summary = (
-        f"{ctx.config}: OK: {len(files)} file{'s' if len(files) != 1 else ''}, {user['policies']} policies,"
-        f" {user['rules']} rules, {user['filterlists']} filter lists, {user['filteractions']} filter actions"
-        f" (plus built-ins); assigned policy: {assigned or 'none'}"
+    counts = ", ".join(
+        _plural(n, word)
+        for n, word in (
+            (len(files), "file"),
+            (user["policies"], "policy/policies"),
+            (user["rules"], "rule"),
+            (user["filterlists"], "filter list"),
+            (user["filteractions"], "filter action"),
+        )
     )
+    summary = f"{ctx.config}: OK: {counts} (plus built-ins); assigned policy: {assigned or 'none'}"
     if ctx.json:
         ctx.emit_json({"ok": True, "files": [str(f) for f in files], "assigned_policy": assigned, **user})
     else:

@@ -117,25 +117,25 @@ def _set_values(table: Table, values: Mapping[str, Any]) -> None:
 
 
 def _append(container: TOMLDocument | Table, key: str, table: Table) -> None:
-    """Append a table to the array of tables ``key``, separated from the previous text by a blank line."""
+    """Append a table to the array of tables ``key``, keeping blank lines between tables.
+
+    The blank line that separated the old last table from whatever follows it moves to the end of
+    the new table; a table that followed nothing gets one before the new table.
+    """
     aot = _aot(container, key)
+    if aot is None and key in container:
+        raise EditError(f"{key!r} is not an array of tables")
+    last: TOMLDocument | Table = container if aot is None or not len(aot) else aot[-1]
+    text = last.as_string()
+    if text.endswith("\n\n"):
+        table.add(tomlkit.nl())  # the separation now follows the new table
+    elif text:
+        table.trivia.indent = "\n" + table.trivia.indent  # a blank line before the new table
     if aot is None:
-        if key in container:
-            raise EditError(f"{key!r} is not an array of tables")
-        if (
-            isinstance(container, TOMLDocument)
-            and container.body
-            and not container.as_string().endswith("\n\n")
-        ):
-            container.add(tomlkit.nl())
-        new = tomlkit.aot()
-        new.append(table)
-        container[key] = new
-        return
-    last = aot[-1] if len(aot) else None
-    if last is not None and not last.as_string().endswith("\n\n"):
-        last.add(tomlkit.nl())
-    aot.append(table)
+        # parsed=True: tomlkit then adds no separators of its own; the ones above are enough.
+        container[key] = AoT([table], parsed=True)
+    else:
+        aot.append(table)
 
 
 class StoreEditor:
