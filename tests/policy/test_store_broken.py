@@ -28,7 +28,9 @@ def _expectations(case: Path) -> list[tuple[str, int, str, str]]:
     if case.is_dir():
         lines = (case / "expect.txt").read_text().splitlines()
     else:
-        lines = [ln[len("# EXPECT: ") :] for ln in case.read_text().splitlines() if ln.startswith("# EXPECT: ")]
+        lines = [
+            ln[len("# EXPECT: ") :] for ln in case.read_text().splitlines() if ln.startswith("# EXPECT: ")
+        ]
     out = []
     for ln in lines:
         m = _EXPECT.match(ln.strip())
