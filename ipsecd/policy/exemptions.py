@@ -71,19 +71,14 @@ class Exemptions:
     classes: frozenset[str] = frozenset({IKE})
     broadcasts: frozenset[IPAddress] = field(default=frozenset())
     # Lookup tables derived in __post_init__.
-    _ports: dict[tuple[int, int], str] = field(init=False, repr=False, compare=False)
+    _kerberos: bool = field(init=False, repr=False, compare=False)
     _bcast4: frozenset[int] = field(init=False, repr=False, compare=False)
     _bcast6: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Precomputed lookup tables; the dataclass stays frozen for callers.
-        ports: dict[tuple[int, int], str] = {}
-        for port in IKE_PORTS:
-            ports[(UDP, port)] = IKE
-        if KERBEROS in self.classes:
-            ports[(UDP, KERBEROS_PORT)] = KERBEROS
-            ports[(TCP, KERBEROS_PORT)] = KERBEROS
-        object.__setattr__(self, "_ports", ports)
+        # The dataclass stays frozen for callers; these are derived once here. IKE is never optional.
+        object.__setattr__(self, "classes", frozenset(self.classes) | {IKE})
+        object.__setattr__(self, "_kerberos", KERBEROS in self.classes)
         bcast = {int(a) for a in self.broadcasts if a.version == 4} | {int(LIMITED_BROADCAST)}
         object.__setattr__(self, "_bcast4", frozenset(bcast))
         object.__setattr__(self, "_bcast6", frozenset(int(a) for a in self.broadcasts if a.version == 6))
@@ -98,11 +93,10 @@ class Exemptions:
 
     def match(self, version: int, src: int, dst: int, protocol: int, sport: int, dport: int) -> str | None:
         """The exemption class covering a packet (addresses as integers), or None."""
-        ports = self._ports
-        if ports:
-            reason = ports.get((protocol, dport)) or ports.get((protocol, sport))
-            if reason is not None:
-                return reason
+        if protocol == UDP and (sport in IKE_PORTS or dport in IKE_PORTS):
+            return IKE
+        if self._kerberos and protocol in (TCP, UDP) and KERBEROS_PORT in (sport, dport):
+            return KERBEROS
         classes = self.classes
         if protocol == RSVP_PROTOCOL and RSVP in classes:
             return RSVP
