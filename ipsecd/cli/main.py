@@ -106,7 +106,15 @@ def run(
         print("usage: ipsecctl [--config PATH] [--json] static COMMAND [key=value ...] (--help)", file=err)
         return 2
     except StoreError as exc:
-        print(f"ipsecctl: the store is not valid ({len(exc.issues)} issues):", file=err)
+        n = len(exc.issues)
+        if getattr(exc, "edit_rejected", False):
+            print(
+                f"ipsecctl: edit rejected, nothing written ({n} issue{'s' if n != 1 else ''}; "
+                "line numbers are those of the edited text):",
+                file=err,
+            )
+        else:
+            print(f"ipsecctl: the store is not valid ({n} issue{'s' if n != 1 else ''}):", file=err)
         print(str(exc), file=err)
         return 1
     except ExpansionError as exc:

@@ -25,7 +25,7 @@ from tomlkit.items import AoT, Table
 from ipsecd.cli import render
 from ipsecd.cli.grammar import Command, UsageError, parse_bool
 from ipsecd.policy.classifier import Classifier, Match, compile_store
-from ipsecd.policy.edit import KIND_TITLES, OBJECT_KINDS, EditError, StoreEditor, atomic_write
+from ipsecd.policy.edit import KIND_TITLES, NAME_KEYS, OBJECT_KINDS, EditError, StoreEditor, atomic_write
 from ipsecd.policy.exemptions import BroadcastAware, default_exemptions
 from ipsecd.policy.host import HostEnvironment
 from ipsecd.policy.model import PORTED_PROTOCOLS, PROTOCOL_NUMBERS, Filter, IPAddress, Policy, Store
@@ -33,6 +33,7 @@ from ipsecd.policy.order import Direction, SpecificFilter, expand_policy
 from ipsecd.policy.store import (
     STORE_MAIN,
     STORE_POLICIES,
+    StoreError,
     edit_file_for_new_objects,
     load_store,
     parse_store_texts,
@@ -84,7 +85,11 @@ def _validate(editor: StoreEditor) -> Store:
 
 
 def _commit(ctx: Context, editor: StoreEditor, message: str) -> int:
-    _validate(editor)  # raises StoreError: nothing is written
+    try:
+        _validate(editor)  # nothing is written unless the whole edited store is valid
+    except StoreError as exc:
+        exc.edit_rejected = True  # type: ignore[attr-defined]
+        raise
     regrouped = editor.regrouped_files()
     written = editor.write()
     ctx.say(message if written else message + " (no change)")
@@ -227,6 +232,13 @@ def cmd_add(ctx: Context, cmd: Command) -> int:
 
 def cmd_set(ctx: Context, cmd: Command) -> int:
     editor = open_editor(ctx.config)
+    policy_arg = cmd.str_arg("policy")
+    if (
+        cmd.obj in ("defaultrule", "rule")
+        and policy_arg is not None
+        and editor.find("policy", policy_arg) is None
+    ) and policy_arg in _builtin_names("policy"):
+        return _set_builtin_auth(ctx, cmd, editor, policy_arg)
     if cmd.obj == "defaultrule":
         policy = str(cmd.args["policy"])
         _require_user_object(editor, "policy", policy)
@@ -263,6 +275,23 @@ def cmd_set(ctx: Context, cmd: Command) -> int:
     if "assign" in cmd.args:
         _assign(editor, newname or name, bool(cmd.args["assign"]))
     return _commit(ctx, editor, f"set {KIND_TITLES[cmd.obj]} {name!r}")
+
+
+def _set_builtin_auth(ctx: Context, cmd: Command, editor: StoreEditor, policy: str) -> int:
+    """Built-in policies take one thing: their authentication methods (``[[builtinauth]]``).
+
+    Windows authenticates the built-in rules with Kerberos, which ipsecd does not support; ``set
+    defaultrule policy=BUILTIN psk=...`` or ``set rule name=... policy=BUILTIN psk=...`` gives the
+    built-in policy (all its rules and its default response rule) these methods instead.
+    """
+    other = set(cmd.args) - {"policy", "name"}
+    if other or not cmd.auth:
+        raise EditError(
+            f"policy {policy!r} is built-in: only its authentication (psk=, rootca=) can be set, "
+            f"not {', '.join(sorted(other)) or 'nothing'}"
+        )
+    editor.set_builtin_auth(policy, _auth(cmd))
+    return _commit(ctx, editor, f"set the authentication of built-in policy {policy!r}")
 
 
 def _matching_filter(cmd: Command) -> Filter:
@@ -349,7 +378,7 @@ def cmd_exportpolicy(ctx: Context, cmd: Command) -> int:
     doc.add(tomlkit.comment("the user's filter lists, filter actions and policies; keep it private (0600)"))
     doc.add(tomlkit.nl())
     n = 0
-    for kind in OBJECT_KINDS:
+    for kind in (*OBJECT_KINDS, "builtinauth"):
         tables = editor.object_tables(kind)
         if not tables:
             continue
@@ -363,6 +392,9 @@ def cmd_exportpolicy(ctx: Context, cmd: Command) -> int:
     atomic_write(Path(str(cmd.args["file"])), text)
     ctx.say(f"exported {n} objects to {cmd.args['file']}")
     return 0
+
+
+IMPORT_KINDS = (*OBJECT_KINDS, "builtinauth")
 
 
 def cmd_importpolicy(ctx: Context, cmd: Command) -> int:
@@ -391,8 +423,9 @@ def cmd_importpolicy(ctx: Context, cmd: Command) -> int:
     # name lines of the imported file; then apply it and validate the result as usual.
     scratch = open_editor(ctx.config)
     for kind, t in objects:
-        if scratch.find(kind, str(t.get("name"))) is not None:
-            scratch.remove(kind, str(t.get("name")))
+        name = str(t.get(NAME_KEYS[kind]))
+        if scratch.find(kind, name) is not None:
+            scratch.remove(kind, name)
     parse_store_texts([*scratch.texts(), (str(path), text)])
     editor = open_editor(ctx.config)
     replaced = sum(editor.replace_or_add(kind, copy.deepcopy(t)) for kind, t in objects)

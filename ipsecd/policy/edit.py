@@ -28,11 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 OBJECT_KINDS = ("filterlist", "filteraction", "policy")
-KIND_TITLES = {"filterlist": "filter list", "filteraction": "filter action", "policy": "policy"}
+KIND_TITLES = {
+    "filterlist": "filter list",
+    "filteraction": "filter action",
+    "policy": "policy",
+    "builtinauth": "authentication of built-in policy",
+}
+# The key that names an object of each kind ([[builtinauth]] is keyed by the policy it is for).
+NAME_KEYS = {"filterlist": "name", "filteraction": "name", "policy": "name", "builtinauth": "policy"}
 
 
 class EditError(Exception):
@@ -47,6 +54,7 @@ class StoreFile:
     original: str | None
     doc: TOMLDocument
     dirty: bool = False
+    regroups: bool = False  # tomlkit would not write the original layout back unchanged
 
     @classmethod
     def read(cls, path: Path) -> StoreFile:
@@ -58,7 +66,7 @@ class StoreFile:
             doc = tomlkit.parse(text)
         except Exception as exc:  # tomlkit raises several ParseError subclasses
             raise EditError(f"{path}: not valid TOML: {exc}") from exc
-        return cls(path, text, doc)
+        return cls(path, text, doc, regroups=doc.as_string() != text)
 
     def text(self) -> str:
         """The file's text as it would be written (the original when unchanged)."""
@@ -94,8 +102,8 @@ def _aot(container: TOMLDocument | Table, key: str) -> AoT | None:
     return item if isinstance(item, AoT) else None
 
 
-def _name_of(table: Any) -> Any:
-    return table.get("name") if isinstance(table, Table) else None
+def _name_of(table: Any, kind: str = "policy") -> Any:
+    return table.get(NAME_KEYS[kind]) if isinstance(table, Table) else None
 
 
 def _new_table(values: Mapping[str, Any]) -> Table:
@@ -138,6 +146,65 @@ def _append(container: TOMLDocument | Table, key: str, table: Table) -> None:
         aot.append(table)
 
 
+def _deepest_last(table: Table) -> Table:
+    """The table whose body ends the text of ``table`` (its last nested table, recursively)."""
+    body = table.value.body
+    if body and body[-1][0] is not None:
+        last = body[-1][1]
+        if isinstance(last, AoT) and len(last):
+            return _deepest_last(last[-1])
+        if isinstance(last, Table):
+            return _deepest_last(last)
+    return table
+
+
+def _pop_trailing(table: Table) -> list[Comment | Whitespace]:
+    """Remove and return the comments (and blank lines) that end a table's text.
+
+    tomlkit attaches a comment that precedes a table header, or ends the file, to the end of the
+    table before it; when that table is deleted, the comment must stay.
+    """
+    body = _deepest_last(table).value.body
+    out: list[Comment | Whitespace] = []
+    while body and body[-1][0] is None:
+        item = body[-1][1]
+        if not isinstance(item, Comment | Whitespace):
+            break
+        body.pop()
+        out.append(item)
+    out.reverse()
+    return out if any(isinstance(i, Comment) for i in out) else []
+
+
+def _remove_at(container: TOMLDocument | Table, key: str, aot: AoT, i: int) -> None:
+    """Delete table ``i`` of ``aot`` (the array ``key`` of ``container``), keeping the comments
+    that tomlkit had attached to its end."""
+    # Comments earlier deletions moved into this table's header indent go on with the rest.
+    lead = [
+        tomlkit.comment(line.strip()[1:].strip())
+        for line in aot[i].trivia.indent.splitlines()
+        if line.strip()
+    ]
+    trailing = lead + _pop_trailing(aot[i])
+    del aot[i]
+    if i > 0:
+        dest = _deepest_last(aot[i - 1])
+        for item in trailing:
+            dest.add(item)
+    elif len(aot):
+        nxt = aot[0]
+        nxt.trivia.indent = "".join(item.as_string() for item in trailing) + nxt.trivia.indent
+    if not len(aot):
+        del container[key]
+        if not trailing:
+            return
+        dest2: TOMLDocument | Table = (
+            container if isinstance(container, TOMLDocument) else _deepest_last(container)
+        )
+        for item in trailing:
+            dest2.add(item)
+
+
 class StoreEditor:
     """The editable documents of a store.
 
@@ -169,11 +236,7 @@ class StoreEditor:
 
     def regrouped_files(self) -> list[Path]:
         """Changed files whose interleaved tables tomlkit could not keep in place."""
-        out = []
-        for f in self.changed():
-            if f.original is not None and tomlkit.parse(f.original).as_string() != f.original:
-                out.append(f.path)
-        return out
+        return [f.path for f in self.changed() if f.regroups]
 
     def write(self) -> list[Path]:
         """Write the changed files atomically (mode 0600); returns their paths."""
@@ -195,11 +258,11 @@ class StoreEditor:
                 yield f, aot, i, t
 
     def names(self, kind: str) -> list[str]:
-        return [str(_name_of(t)) for _, _, _, t in self._each(kind) if _name_of(t) is not None]
+        return [str(_name_of(t, kind)) for _, _, _, t in self._each(kind) if _name_of(t, kind) is not None]
 
     def find(self, kind: str, name: str) -> tuple[StoreFile, Table] | None:
         for f, _, _, t in self._each(kind):
-            if _name_of(t) == name:
+            if _name_of(t, kind) == name:
                 return f, t
         return None
 
@@ -224,10 +287,8 @@ class StoreEditor:
 
     def remove(self, kind: str, name: str) -> None:
         for f, aot, i, t in self._each(kind):
-            if _name_of(t) == name:
-                del aot[i]
-                if not len(aot):
-                    del f.doc[kind]
+            if _name_of(t, kind) == name:
+                _remove_at(f.doc, kind, aot, i)
                 f.dirty = True
                 return
         raise EditError(f"no {KIND_TITLES[kind]} named {name!r} in the store files")
@@ -238,7 +299,8 @@ class StoreEditor:
             aot = _aot(f.doc, kind)
             if aot is not None:
                 n += len(aot)
-                del f.doc[kind]
+                for i in reversed(range(len(aot))):
+                    _remove_at(f.doc, kind, aot, i)
                 f.dirty = True
         return n
 
@@ -297,9 +359,7 @@ class StoreEditor:
             raise EditError(f"policy {policy!r} has no rule named {name!r}")
         if aot is not None and doomed:
             for i in reversed(doomed):
-                del aot[i]
-            if not len(aot):
-                del p["rule"]
+                _remove_at(p, "rule", aot, i)
             f.dirty = True
         return len(doomed)
 
@@ -318,10 +378,20 @@ class StoreEditor:
         if aot is None or not indexes:
             return
         for i in sorted(set(indexes), reverse=True):
-            del aot[i]
-        if not len(aot):
-            del fl["filter"]
+            _remove_at(fl, "filter", aot, i)
         f.dirty = True
+
+    # -- [[builtinauth]]: authentication for a built-in policy ----------------------------------
+    def set_builtin_auth(self, policy: str, auth: Any) -> None:
+        """Give the built-in policy ``policy`` its authentication methods (replacing earlier ones)."""
+        for f in self.files:
+            for t in _aot(f.doc, "builtinauth") or ():
+                if t.get("policy") == policy:
+                    t["auth"] = auth
+                    f.dirty = True
+                    return
+        _append(self._new_objects.doc, "builtinauth", _new_table({"policy": policy, "auth": auth}))
+        self._new_objects.dirty = True
 
     # -- [daemon] settings -------------------------------------------------------------------
     def _settings_table(self, create: bool) -> tuple[StoreFile, Table] | None:
@@ -360,9 +430,9 @@ class StoreEditor:
 
         Returns True when an existing object was replaced.
         """
-        name = _name_of(table)
+        name = _name_of(table, kind)
         for f, aot, i, t in self._each(kind):
-            if _name_of(t) == name:
+            if _name_of(t, kind) == name:
                 if not table.as_string().endswith("\n\n") and i + 1 < len(aot):
                     table.add(tomlkit.nl())
                 aot[i] = table
