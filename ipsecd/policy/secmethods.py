@@ -22,8 +22,8 @@ from ipsecd.policy.model import (
 
 DEFAULT_LIFETIME_KB = 100_000
 DEFAULT_LIFETIME_S = 3_600
-# Windows' "generate a new key every" bounds (security method dialog): 20480 KB .. 2147483647 KB,
-# 300 s .. 172800 s (48 hours).
+# Rekey bounds ("generate a new key every"): 20480 KB .. 2147483647 KB, 300 s .. 172800 s (48 hours).
+# Believed to match Windows' custom security method dialog; not verified against it.
 LIFETIME_KB_RANGE = (20_480, 2_147_483_647)
 LIFETIME_S_RANGE = (300, 172_800)
 

@@ -128,7 +128,7 @@ class _RuleRef:
     path: str
     policy: str
     rule: Rule
-    has_auth_key: bool
+    auth_written: bool
 
 
 @dataclass
@@ -145,6 +145,7 @@ class Validator:
     policies: dict[str, Policy] = field(default_factory=dict)
     rules: list[_RuleRef] = field(default_factory=list)
     builtin_auth: dict[str, tuple[AuthMethod, ...]] = field(default_factory=dict)
+    builtin_auth_named: set[str] = field(default_factory=set)  # even when its methods were wrong
 
     # -- reporting and typed access -----------------------------------------------------------
 
@@ -273,6 +274,7 @@ class Validator:
                 continue
             self.document(_File(name, TomlLocator(text), mode), doc)
         self.cross_checks()
+        self.issues = list(dict.fromkeys(self.issues))  # one report per place and message
         if self.issues:
             order = {name: i for i, (name, _, _) in enumerate(inputs)}
             raise StoreError(sorted(self.issues, key=lambda i: (order.get(i.file, -1), i.line)))
@@ -410,7 +412,7 @@ class Validator:
         flags = {k: self.get_bool(f, path, t, k, False) for k in ("inpass", "soft", "qmpfs")}
         if action is Action.NEGOTIATE and items is not None and not items:
             self.add(f, _sub(path, "qmsecmethods"), "a negotiate action needs at least one security method")
-        elif action is Action.NEGOTIATE and items is None:
+        elif action is Action.NEGOTIATE and "qmsecmethods" not in t:
             self.add(f, _sub(path, "qmsecmethods"), "a negotiate action needs qmsecmethods")
         elif action in (Action.PERMIT, Action.BLOCK):
             assert action is not None
@@ -457,8 +459,10 @@ class Validator:
             return None
         ok = True
         if kind is AuthKind.PSK:
-            if psk is None or not psk:
+            if "psk" not in t or psk == "":
                 self.add(f, _sub(path, "psk"), 'method = "psk" needs a non-empty psk')
+                ok = False
+            elif psk is None:  # wrong type, already reported
                 ok = False
             for key in ("rootca", "certmap"):
                 if key in t:
@@ -469,7 +473,9 @@ class Validator:
             self.add(f, _sub(path, "psk"), 'psk is only for method = "psk"')
             ok = False
         if rootca is None or not rootca.strip():
-            if "rootca" not in t:
+            if rootca is not None:
+                self.add(f, _sub(path, "rootca"), "rootca must not be empty")
+            elif "rootca" not in t:
                 self.add(
                     f,
                     _sub(path, "rootca"),
@@ -533,13 +539,18 @@ class Validator:
             seen[rule.name] = f"{f.name}:{f.locator.line_of(rpath)}"
             rules.append(rule)
             if name is not None:
-                self.rules.append(_RuleRef(f, rpath, name, rule, "auth" in rt))
-        default_auth = self.auth_list(f, path, t, "defaultruleauth")
-        if "defaultruleauth" not in t:
-            default_auth = next((r.auth for r in rules if r.auth), ())
+                self.rules.append(_RuleRef(f, rpath, name, rule, rt.get("auth", []) != []))
         activate_default = self.get_bool(f, path, t, "activatedefaultrule", True)
-        rule_tables = t.get("rule") if isinstance(t.get("rule"), list) else []
-        auth_given = "defaultruleauth" in t or any(isinstance(r, dict) and "auth" in r for r in rule_tables)
+        # auth_given: some method was written, so an empty result means errors were reported.
+        if "defaultruleauth" in t:
+            default_auth = self.auth_list(f, path, t, "defaultruleauth")
+            auth_given = t["defaultruleauth"] != []
+        else:
+            default_auth = next((r.auth for r in rules if r.auth), ())
+            rule_tables = t.get("rule")
+            auth_given = isinstance(rule_tables, list) and any(
+                isinstance(r, dict) and r.get("auth", []) != [] for r in rule_tables
+            )
         if activate_default and not default_auth and not auth_given:
             self.add(
                 f,
@@ -606,8 +617,8 @@ class Validator:
         self.keys(f, path, t, _BUILTINAUTH_KEYS)
         pname = self.get_str(f, path, t, "policy", required=True)
         auth = self.auth_list(f, path, t, "auth")
-        if "auth" not in t:
-            self.add(f, _sub(path, "auth"), "missing required key 'auth'")
+        if t.get("auth", []) == []:
+            self.add(f, _sub(path, "auth"), "needs at least one authentication method")
         if pname is None:
             return
         if pname not in builtin.BUILTIN_POLICIES:
@@ -616,9 +627,11 @@ class Validator:
                 _sub(path, "policy"),
                 f"{pname!r} is not a built-in policy{_suggest(pname, builtin.BUILTIN_POLICIES)}",
             )
-        elif pname in self.builtin_auth:
+        elif pname in self.builtin_auth_named:
             self.add(f, _sub(path, "policy"), f"authentication for {pname!r} is already given")
-        elif auth:
+        else:
+            self.builtin_auth_named.add(pname)
+        if auth and pname in builtin.BUILTIN_POLICIES and pname not in self.builtin_auth:
             self.builtin_auth[pname] = auth
 
     # -- checks across objects and files --------------------------------------------------------
@@ -641,7 +654,7 @@ class Validator:
                     f"no filter action named {r.filteraction!r}{_suggest(r.filteraction, all_fa)}",
                 )
             fa = self.filteractions.get(r.filteraction) or builtin.BUILTIN_FILTERACTIONS.get(r.filteraction)
-            if fa is not None and fa.action is Action.NEGOTIATE and not r.auth and not ref.has_auth_key:
+            if fa is not None and fa.action is Action.NEGOTIATE and not r.auth and not ref.auth_written:
                 self.add(
                     f,
                     _sub(ref.path, "auth"),
@@ -658,7 +671,7 @@ class Validator:
                     p,
                     f"no policy named {name!r}{_suggest(name, set(self.names['policy']) | set(builtin.BUILTIN_POLICIES))}",
                 )
-            elif name in builtin.BUILTIN_POLICIES and name not in self.builtin_auth:
+            elif name in builtin.BUILTIN_POLICIES and name not in self.builtin_auth_named:
                 self.add(
                     f,
                     p,

@@ -272,3 +272,14 @@ def test_every_issue_is_reported(tmp_path: Path) -> None:
         ("policies.d/x.toml", 5, ""),
     ]
     assert len(str(info.value).splitlines()) == 7
+
+
+def test_schema_example_in_docs_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "store.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    store = parse_store_texts([("doc.toml", example.replace("/etc/ipsecd/ca.pem", str(ca)))])
+    rule = store.policies["Site policy"].rules[0]
+    assert rule.tunnel == ipaddress.ip_address("192.0.2.1")
+    assert [a.kind for a in rule.auth] == [AuthKind.PSK, AuthKind.CERT]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import tomllib
 
+import tomlkit
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -106,3 +107,46 @@ def test_array_of_tables_indexes_restart_per_parent(rules_per_policy: list[int])
     assert len(doc["policy"]) == len(rules_per_policy)
     loc = TomlLocator(text)
     assert {p: loc.line_of(p) for p in where} == where
+
+
+_keys = st.text(alphabet="abcz_-", min_size=1, max_size=3) | st.sampled_from(["a b", "x.y", "q'"])
+_scalars = st.integers(-5, 5) | st.booleans() | st.text(alphabet="ab #[]=\n'\"", max_size=6)
+_tables = st.recursive(
+    st.dictionaries(_keys, _scalars | st.lists(_scalars, max_size=3), max_size=3),
+    lambda children: st.dictionaries(
+        _keys, children | st.lists(children, min_size=1, max_size=3) | _scalars, max_size=3
+    ),
+    max_leaves=12,
+)
+
+
+def _leaves(value: object, path: str) -> list[tuple[str, str | None]]:
+    """(path, key expected on the path's line) for every key and array-of-tables element."""
+    out: list[tuple[str, str | None]] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            p = f"{path}.{k}" if path else k
+            if not isinstance(v, dict) and not (
+                isinstance(v, list) and v and all(isinstance(e, dict) for e in v)
+            ):
+                out.append((p, k))
+            out.extend(_leaves(v, p))
+    elif isinstance(value, list) and value and all(isinstance(e, dict) for e in value):
+        for i, e in enumerate(value):
+            out.append((f"{path}[{i}]", None))
+            out.extend(_leaves(e, f"{path}[{i}]"))
+    return out
+
+
+@given(_tables)
+def test_locator_on_generated_documents(doc: dict[str, object]) -> None:
+    text = tomlkit.dumps(doc)
+    assert tomllib.loads(text) == doc
+    loc = TomlLocator(text)
+    lines = text.splitlines()
+    for path, key in _leaves(doc, ""):
+        line = lines[loc.line_of(path) - 1]
+        if key is None:
+            assert line.lstrip().startswith("[["), (path, line, text)
+        else:
+            assert key in line and "=" in line, (path, line, text)
