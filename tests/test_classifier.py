@@ -273,3 +273,24 @@ def test_large_random_policy_agrees_with_brute_force() -> None:
         dst = rnd.randint(f.dst.first, f.dst.last) if near else BASE[version] + rnd.randrange(1 << 20)
         pkt = (f.direction, version, src, dst, rnd.choice(PROTOCOLS), rnd.choice(PORTS), rnd.choice(PORTS))
         assert c.lookup_int(*pkt) == brute_force(3, specific, pkt), pkt
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**20)).map(
+            lambda t: (t[0], min(t[0] + t[1], 2**32 - 1))
+        ),
+        max_size=40,
+    ),
+    probes=st.lists(st.integers(0, 2**32 - 1), max_size=20),
+)
+def test_interval_bits_agree_with_a_scan(spans: list[tuple[int, int]], probes: list[int]) -> None:
+    from ipsecd.policy.classifier import _IntervalBits
+
+    top = 2**32 - 1
+    table = _IntervalBits(spans, top)
+    edges = [v for first, last in spans for v in (first - 1, first, last, last + 1) if 0 <= v <= top]
+    for value in [*probes, *edges, 0, top]:
+        expect = sum(1 << i for i, (first, last) in enumerate(spans) if first <= value <= last)
+        assert table.bits(value) == expect, value
