@@ -33,7 +33,6 @@ class T(enum.Enum):
     ACTION = "permit|block|negotiate"
     IKEVERSION = "1|2"
     AUTH = "authentication"  # psk= / rootca= / kerberos=: collected in order of appearance
-    LEVEL = "terse|verbose"
     DIRECTION = "out|in"
 
 
@@ -131,10 +130,10 @@ GRAMMAR: dict[tuple[str, str], Syntax] = {
     ("delete", "rule"): _s({"name": T.STR, "policy": T.STR}, ["name", "policy"], all_word=True),
     ("delete", "all"): _s({}),
     ("show", "all"): _s({}),
-    ("show", "policy"): _s({"name": T.STR, "level": T.LEVEL}, ["name"], all_word=True),
-    ("show", "filterlist"): _s({"name": T.STR, "level": T.LEVEL}, ["name"], all_word=True),
-    ("show", "filteraction"): _s({"name": T.STR, "level": T.LEVEL}, ["name"], all_word=True),
-    ("show", "rule"): _s({"name": T.STR, "policy": T.STR, "level": T.LEVEL}, ["name"], all_word=True),
+    ("show", "policy"): _s({"name": T.STR}, ["name"], all_word=True),
+    ("show", "filterlist"): _s({"name": T.STR}, ["name"], all_word=True),
+    ("show", "filteraction"): _s({"name": T.STR}, ["name"], all_word=True),
+    ("show", "rule"): _s({"name": T.STR, "policy": T.STR}, ["name"], all_word=True),
     ("show", "filters"): _s({"specific": T.BOOL, "policy": T.STR}),
     ("exportpolicy", ""): _s({"file": T.STR}, ["file"]),
     ("importpolicy", ""): _s({"file": T.STR}, ["file"]),
@@ -228,7 +227,7 @@ def _convert(key: str, kind: T, text: str) -> Value:
         if mapped is None:
             raise UsageError(f"{key}: expected all, lan or dialup, not {text!r}")
         return mapped
-    if kind in (T.ACTION, T.LEVEL, T.DIRECTION):
+    if kind in (T.ACTION, T.DIRECTION):
         t = text.strip().lower()
         allowed = kind.value.split("|")
         if t not in allowed:
