@@ -257,3 +257,36 @@ def test_editor_missing_store_is_empty(tmp_path: Path) -> None:
     assert [Path(n).name for n, _ in e.texts()] == ["policies.toml"]
     assert e.write() == [tmp_path / "new" / "policies.toml"]
     assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
+
+
+def test_objects_are_edited_in_the_file_that_declares_them(tmp_path: Path) -> None:
+    d = tmp_path / "s"
+    (d / "policies.d").mkdir(parents=True)
+    dropin = d / "policies.d" / "10-web.toml"
+    dropin.write_text('# drop-in\n[[filteraction]]\nname = "Deny"  # no\naction = "block"\n')
+    dropin.chmod(0o600)
+    ok(d, "add filterlist name=L")
+    ok(d, "add filter filterlist=L srcaddr=me dstaddr=10.0.0.0/8")
+    ok(d, "add policy name=P activatedefaultrule=no")
+    ok(d, "add rule name=r policy=P filterlist=L filteraction=Deny")
+    assert "[[filterlist]]" not in dropin.read_text() and "[[policy]]" in (d / "policies.toml").read_text()
+    ok(d, "set filteraction name=Deny newname=Drop")  # declared in the drop-in, used in policies.toml
+    assert dropin.read_text() == '# drop-in\n[[filteraction]]\nname = "Drop"  # no\naction = "block"\n'
+    assert 'filteraction = "Drop"' in (d / "policies.toml").read_text()
+    assert load_store(d).policies["P"].rules[0].filteraction == "Drop"
+
+
+def test_concurrent_edit_is_refused(commented: Path) -> None:
+    import fcntl
+
+    before = _snapshot(commented)
+    fd = os.open(commented, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = cli(commented, "set filterlist name=Web description=changed")
+        assert r.rc == 1 and "another ipsecctl is editing" in r.err
+        assert "OK" in ok(commented, "check")  # reading needs no lock
+    finally:
+        os.close(fd)
+    assert _snapshot(commented) == before
+    ok(commented, "set filterlist name=Web description=changed")

@@ -89,3 +89,12 @@ def test_usage_error_never_echoes_a_psk_value() -> None:
     with pytest.raises(UsageError) as exc:
         p("add rule name=r policy=P filterlist=L filteraction=A psk=SECRETVALUE psk=SECRETVALUE")
     assert "SECRETVALUE" not in str(exc.value)
+
+
+def test_bare_words_are_not_echoed_unless_keywords() -> None:
+    with pytest.raises(UsageError) as exc:
+        p("add rule name=r policy=P filterlist=L filteraction=A psk my-secret-word")
+    assert "'psk'" in str(exc.value) and "my-secret-word" not in str(exc.value)
+    with pytest.raises(UsageError) as exc:
+        p("add rule name=r policy=P filterlist=L filteraction=A my-secret-word")
+    assert "word 5" in str(exc.value) and "my-secret-word" not in str(exc.value)

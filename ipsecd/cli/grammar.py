@@ -261,14 +261,16 @@ def parse_command(words: Sequence[str]) -> Command:
     args: dict[str, Value] = {}
     auth: list[tuple[str, str]] = []
     all_word = False
-    for word in rest:
+    for position, word in enumerate(rest, 1):
         key, eq, value = word.partition("=")
         key = key.strip().lower()
         if not eq:
             if key == "all" and syntax.all_word and not all_word:
                 all_word = True
                 continue
-            raise UsageError(f"{where}: expected key=value, not {word!r}")
+            # A bare word may be a mistyped secret (psk "x"): name it only when it is a keyword.
+            shown = repr(word) if key in syntax.params or key == "all" else f"word {position}"
+            raise UsageError(f"{where}: expected key=value, not a bare word ({shown})")
         kind = syntax.params.get(key)
         if kind is None:
             known = ", ".join(sorted(syntax.params)) or "none"

@@ -25,7 +25,15 @@ from tomlkit.items import AoT, Table
 from ipsecd.cli import render
 from ipsecd.cli.grammar import Command, UsageError, parse_bool
 from ipsecd.policy.classifier import Classifier, Match, compile_store
-from ipsecd.policy.edit import KIND_TITLES, NAME_KEYS, OBJECT_KINDS, EditError, StoreEditor, atomic_write
+from ipsecd.policy.edit import (
+    KIND_TITLES,
+    NAME_KEYS,
+    OBJECT_KINDS,
+    EditError,
+    StoreEditor,
+    atomic_write,
+    store_lock,
+)
 from ipsecd.policy.exemptions import BroadcastAware, default_exemptions
 from ipsecd.policy.host import HostEnvironment
 from ipsecd.policy.model import PORTED_PROTOCOLS, PROTOCOL_NUMBERS, Filter, IPAddress, Policy, Store
@@ -687,7 +695,13 @@ COMMANDS: dict[str, Callable[[Context, Command], int]] = {
 }
 
 
+EDITS = frozenset({"add", "set", "delete", "importpolicy"})
+
+
 def execute(ctx: Context, cmd: Command) -> int:
     if ctx.json and cmd.verb not in ("show", "match", "check"):
         raise UsageError("--json is accepted by show, match and check only")
+    if cmd.verb in EDITS:
+        with store_lock(ctx.config):
+            return COMMANDS[cmd.verb](ctx, cmd)
     return COMMANDS[cmd.verb](ctx, cmd)

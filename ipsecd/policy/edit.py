@@ -20,6 +20,7 @@ changed are never rewritten.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -95,6 +96,30 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+@contextlib.contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a store for one read-edit-write cycle.
+
+    The lock is ``flock`` on the store's directory (the file's directory for a single-file store,
+    the nearest existing ancestor for a store not created yet), so it leaves no lock file behind.
+    It does not wait: a second concurrent edit fails at once with EditError.
+    """
+    d = Path(path)
+    if d.suffix == ".toml" or d.is_file():
+        d = d.parent
+    while not d.is_dir() and d != d.parent:
+        d = d.parent
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EditError(f"{d}: another ipsecctl is editing this store; try again") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _aot(container: TOMLDocument | Table, key: str) -> AoT | None:
