@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from order_helpers import ANY, ME, ip, name, net, rng, store_of
 
@@ -28,7 +30,7 @@ HOST = StaticHost(
 
 
 def expand(*rules: tuple[str, list[Filter], Action], **kw: object) -> list[SpecificFilter]:
-    store = store_of(rules, **kw)  # type: ignore[arg-type]
+    store = store_of(rules, **kw)
     return expand_policy(store, store.policies["P"], HOST)
 
 
@@ -155,7 +157,7 @@ def test_compile_store_uses_only_the_assigned_policy() -> None:
 
 
 def test_range_prefix_equivalent() -> None:
-    assert AddressRange.of_network(net("192.0.2.0/24").network).prefix_equivalent == 24  # type: ignore[arg-type]
+    assert AddressRange.of_network(ipaddress.ip_network("192.0.2.0/24")).prefix_equivalent == 24
     assert AddressRange(4, 5, 5).prefix_equivalent == 32
     assert AddressRange(4, 1, 100).prefix_equivalent == 25  # 100 addresses fit a /25
     assert AddressRange(4, 0, 256).prefix_equivalent == 23  # 257 addresses need a /23
@@ -167,7 +169,7 @@ def test_range_prefix_equivalent() -> None:
 def test_weight_formula_worked_examples() -> None:
     # The examples of docs/policy.md, section "Weights".
     me = AddressRange(4, int(ip("10.0.0.1")), int(ip("10.0.0.1")))
-    web = AddressRange.of_network(net("192.0.2.0/24").network)  # type: ignore[arg-type]
+    web = AddressRange.of_network(ipaddress.ip_network("192.0.2.0/24"))
     anyv4 = AddressRange.any(4)
     r = AddressRange(4, int(ip("192.0.2.1")), int(ip("192.0.2.100")))
     assert compute_weight(me, web, 6, 0, 443) == 5611
@@ -175,6 +177,11 @@ def test_weight_formula_worked_examples() -> None:
     assert compute_weight(me, anyv4, 17, 53, 53) == 3212
     assert compute_weight(anyv4, anyv4, 0, 0, 0) == 0
     assert compute_weight(me, r, 0, 0, 0) == 5700
+    me6 = AddressRange.of_address(ip("2001:db8::1"))
+    assert (
+        compute_weight(me6, AddressRange.of_network(ipaddress.ip_network("2001:db8:1::/48")), 6, 0, 22)
+        == 17611
+    )
 
 
 def test_order_most_specific_first_then_action_then_declaration() -> None:
