@@ -335,3 +335,106 @@ def test_psk_never_printed(store: Path) -> None:
     ]:
         r = cli(store, command)
         assert r.rc != 0 and PSK not in r.out + r.err
+
+
+FILTER_KEYS = {"srcaddr", "dstaddr", "protocol", "srcport", "dstport", "mirrored", "description"}
+SPECIFIC_KEYS = {
+    "position",
+    "direction",
+    "srcaddr",
+    "dstaddr",
+    "protocol",
+    "srcport",
+    "dstport",
+    "action",
+    "weight",
+    "policy",
+    "rule",
+    "filterlist",
+    "filteraction",
+    "tunnel",
+    "mirror",
+}
+RULE_KEYS = {
+    "name",
+    "policy",
+    "description",
+    "filterlist",
+    "filteraction",
+    "auth",
+    "tunnel",
+    "conntype",
+    "activate",
+    "ikeversion",
+}
+POLICY_KEYS = {
+    "name",
+    "description",
+    "builtin",
+    "assigned",
+    "pollinginterval",
+    "mmlifetime",
+    "qmpermm",
+    "mmsecmethods",
+    "mmpfs",
+    "activatedefaultrule",
+    "defaultruleauth",
+    "rules",
+}
+FILTERLIST_KEYS = {"name", "description", "builtin", "filters"}
+FILTERACTION_KEYS = {"name", "description", "builtin", "action", "qmsecmethods", "inpass", "soft", "qmpfs"}
+
+
+def test_json_keys_are_the_documented_ones(store: Path) -> None:
+    """The keys of docs/ipsecctl.md's "JSON output" section."""
+    data = json.loads(ok(store, "show all", json=True))
+    assert set(data) == {"settings", "policies", "filterlists", "filteractions"}
+    assert set(data["settings"]) == {"assigned_policy", "ipsecexempt", "ikelogging", "strongcrlcheck"}
+    assert all(set(p) == POLICY_KEYS for p in data["policies"])
+    assert all(set(r) == RULE_KEYS for p in data["policies"] for r in p["rules"])
+    assert all(set(f) == FILTERLIST_KEYS for f in data["filterlists"])
+    assert all(set(x) == FILTER_KEYS for f in data["filterlists"] for x in f["filters"])
+    assert all(set(f) == FILTERACTION_KEYS for f in data["filteractions"])
+    for command, key in [
+        ("show policy name=Site", "policies"),
+        ("show rule all", "rules"),
+        ("show filterlist name=Host7", "filterlists"),
+        ("show filteraction all", "filteractions"),
+    ]:
+        assert list(json.loads(ok(store, command, json=True))) == [key]
+    generic = json.loads(ok(store, "show filters", json=True))
+    assert set(generic) == {"policy", "specific", "filters"} and generic["specific"] is False
+    extra = {"rule", "filterlist", "index", "filteraction", "action", "tunnel"}
+    assert all(set(f) == FILTER_KEYS | extra for f in generic["filters"])
+    specific = json.loads(ok(store, "show filters specific=yes", json=True))
+    assert set(specific) == {"policy", "specific", "exemptions", "filters"} and specific["exemptions"] == [
+        "ike"
+    ]
+    assert all(set(f) == SPECIFIC_KEYS for f in specific["filters"])
+    match = json.loads(
+        ok(store, "match srcaddr=192.0.2.10 dstaddr=192.0.2.7 protocol=tcp dstport=443", json=True)
+    )
+    assert set(match) == {"packet", "policy", "action", "exempt", "matched", "filter"}
+    assert set(match["packet"]) == {"direction", "srcaddr", "dstaddr", "protocol", "srcport", "dstport"}
+    assert set(match["filter"]) == SPECIFIC_KEYS
+    check = json.loads(ok(store, "check", json=True))
+    assert set(check) == {
+        "ok",
+        "files",
+        "assigned_policy",
+        "policies",
+        "rules",
+        "filterlists",
+        "filteractions",
+    }
+
+
+def test_expansion_errors_exit_1_with_the_filter_origin(store: Path) -> None:
+    ok(store, "add filterlist name=Db")
+    ok(store, "add filter filterlist=Db srcaddr=me dstaddr=nowhere.example.net")
+    ok(store, "add rule name=db policy=Site filterlist=Db filteraction=Block")
+    r = cli(store, "show filters specific=yes")
+    assert r.rc == 1 and r.out == ""
+    assert "policies.toml:" in r.err and "dstaddr" in r.err and "does not resolve" in r.err
+    r = cli(store, "match srcaddr=192.0.2.10 dstaddr=192.0.2.7 protocol=tcp")
+    assert r.rc == 1 and "does not resolve" in r.err
