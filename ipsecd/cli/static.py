@@ -60,7 +60,10 @@ class Context:
     host: HostEnvironment | None
     out: TextIO
     err: TextIO
-    host_hint: str = "pass --host-facts FILE or run the ipsecctl console script"
+    host_hint: str = (
+        "pass --host-facts FILE, or run the ipsecctl console script (python3 -m ipsecd.io.cli_entry),"
+        " which reads them from the system"
+    )
 
     def say(self, *lines: str) -> None:
         for line in lines:
