@@ -232,6 +232,19 @@ def test_export_import_round_trip(tmp_path: Path) -> None:
     assert fresh_view == view
 
 
+def test_export_import_keeps_builtin_auth(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    ok(src, 'set defaultrule policy="Secure Server (Require Security)" psk=builtin-secret')
+    ok(src, 'set policy name="Secure Server (Require Security)" assign=yes')
+    export = tmp_path / "export.toml"
+    assert "exported 1 objects" in ok(src, f"exportpolicy file={export}")
+    assert "[[builtinauth]]" in export.read_text()
+    dst = tmp_path / "dst"
+    ok(dst, f"importpolicy file={export}")
+    ok(dst, 'set policy name="Secure Server (Require Security)" assign=yes')  # needs the imported auth
+    assert load_store(dst).settings.assigned_policy == "Secure Server (Require Security)"
+
+
 def test_import_errors_name_the_imported_file(tmp_path: Path) -> None:
     store = tmp_path / "s"
     build_store(store)

@@ -438,3 +438,20 @@ def test_expansion_errors_exit_1_with_the_filter_origin(store: Path) -> None:
     assert "policies.toml:" in r.err and "dstaddr" in r.err and "does not resolve" in r.err
     r = cli(store, "match srcaddr=192.0.2.10 dstaddr=192.0.2.7 protocol=tcp")
     assert r.rc == 1 and "does not resolve" in r.err
+
+
+def test_add_policy_with_default_rule_auth(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    r = cli(store, "add policy name=P")  # the default response rule needs authentication
+    assert (
+        r.rc == 1
+        and r.err.startswith("ipsecctl: edit rejected, nothing written")
+        and "defaultruleauth" in r.err
+    )
+    assert not store.exists() or list(store.iterdir()) == []
+    ok(store, f"add policy name=P psk={PSK}")
+    pol = load_store(store).policies["P"]
+    assert pol.activatedefaultrule and [a.kind.value for a in pol.default_rule_auth] == ["psk"]
+    assert PSK not in ok(store, "show policy name=P") and "preshared key (set)" in ok(
+        store, "show policy name=P"
+    )

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ipsecd.cli.context import CliError, Context
 from ipsecd.cli.grammar import UsageError, parse_command
 from ipsecd.cli.hostfacts import HostFactsError, load_host_facts
-from ipsecd.cli.static import CliError, Context, execute
+from ipsecd.cli.static import execute
 from ipsecd.policy.edit import EditError
 from ipsecd.policy.host import HostEnvironment
 from ipsecd.policy.order import ExpansionError
