@@ -93,7 +93,12 @@ def filters(draw: st.DrawFn) -> Filter:
 
 
 rules = st.lists(
-    st.tuples(st.lists(filters(), min_size=1, max_size=6), st.sampled_from(list(Action)), st.booleans()),
+    st.tuples(
+        st.lists(filters(), min_size=1, max_size=6),
+        st.sampled_from(list(Action)),
+        # transport mode, a tunnel ending at this host, a tunnel to a peer
+        st.sampled_from([None, addr(4, 1), ipaddress.IPv4Address("198.51.100.2")]),
+    ),
     min_size=1,
     max_size=4,
 )
@@ -166,7 +171,7 @@ def brute_force(
     return None
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     spec=rules,
     level=st.integers(0, 3),
@@ -174,12 +179,12 @@ def brute_force(
     data=st.data(),
 )
 def test_classifier_agrees_with_brute_force(
-    spec: list[tuple[list[Filter], Action, bool]],
+    spec: list[tuple[list[Filter], Action, ipaddress.IPv4Address | None]],
     level: int,
     pkts: list[tuple[Direction, int, int, int, int, int, int]],
     data: st.DataObject,
 ) -> None:
-    tunnels = {f"r{i}": addr(4, 1) for i, (_, _, tunnel) in enumerate(spec) if tunnel}
+    tunnels = {f"r{i}": tunnel for i, (_, _, tunnel) in enumerate(spec) if tunnel is not None}
     store = store_of(
         [(f"r{i}", fl, action) for i, (fl, action, _) in enumerate(spec)], tunnel=tunnels, ipsecexempt=level
     )
