@@ -1,0 +1,139 @@
+"""``ipsecctl``: manage the ipsecd policy store with netsh's ``ipsec static`` commands.
+
+    ipsecctl [--config PATH] [--json] [--host-facts FILE] static COMMAND [key=value ...]
+
+See docs/ipsecctl.md. Exit status: 0 success, 1 store or validation error, 2 usage error; every
+error goes to stderr.
+
+This module never touches the kernel (the import-direction rule: cli/ may not import io/). The
+host facts that ``show filters`` and ``match`` need (this host's addresses, DNS, gateways) are
+*injected*: ``run(argv, host=...)``. The ``ipsecctl`` console script is
+``ipsecd.io.cli_entry:main``, which builds the system's ``SystemHost`` and calls ``run``;
+``python3 -m ipsecd.cli.main`` runs without system host facts (those two commands then need
+``--host-facts FILE``), and ``python3 -m ipsecd.io.cli_entry`` is the full command.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ipsecd.cli.context import CliError, Context
+from ipsecd.cli.grammar import UsageError, parse_command
+from ipsecd.cli.hostfacts import HostFactsError, load_host_facts
+from ipsecd.cli.static import execute
+from ipsecd.policy.edit import EditError
+from ipsecd.policy.host import HostEnvironment
+from ipsecd.policy.order import ExpansionError
+from ipsecd.policy.store import StoreError
+
+DEFAULT_CONFIG = "/etc/ipsecd"
+
+USAGE = """\
+usage: ipsecctl [--config PATH] [--json] [--host-facts FILE] static COMMAND [key=value ...]
+
+commands (netsh ipsec static grammar; see docs/ipsecctl.md):
+  add    policy|filterlist|filter|filteraction|rule  key=value ...
+  set    policy|filterlist|filteraction|rule|defaultrule  key=value ...
+  delete policy|filterlist|filteraction|rule  name=NAME | all
+  delete filter filterlist= srcaddr= dstaddr= [protocol= srcport= dstport= ...]
+  delete all
+  show   all | policy|filterlist|filteraction|rule  name=NAME | all
+  show   filters [specific=yes] [policy=NAME]
+  match  srcaddr= dstaddr= protocol= [srcport=] [dstport=] [direction=out|in] [policy=NAME]
+  check
+  exportpolicy file=FILE | importpolicy file=FILE
+
+options:
+  --config PATH      store directory or single TOML file (default /etc/ipsecd)
+  --json             JSON output for show, match and check
+  --host-facts FILE  host addresses for show filters / match, from a JSON or TOML file
+"""
+
+
+def _split_options(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str]]:
+    """Pull ``--option`` words out of argv (netsh words never start with ``--``)."""
+    opts: dict[str, str | bool] = {}
+    words: list[str] = []
+    it = iter(argv)
+    for word in it:
+        if not word.startswith("--"):
+            words.append(word)
+            continue
+        name, eq, value = word[2:].partition("=")
+        if name in ("json", "help"):
+            if eq:
+                raise UsageError(f"--{name} takes no value")
+            opts[name] = True
+        elif name in ("config", "host-facts"):
+            if not eq:
+                nxt = next(it, None)
+                if nxt is None:
+                    raise UsageError(f"--{name} needs a value")
+                value = nxt
+            opts[name] = value
+        else:
+            raise UsageError(f"unknown option --{name}")
+    return opts, words
+
+
+def run(
+    argv: Sequence[str],
+    host: HostEnvironment | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one ipsecctl command; returns the exit status. ``host``: the injected host facts."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        opts, words = _split_options(argv)
+        if opts.get("help") or words in (["help"], ["static", "help"]):
+            print(USAGE, end="", file=out)
+            return 0
+        if not words or words[0].lower() != "static":
+            raise UsageError("expected 'static' (the netsh ipsec static context)")
+        facts = opts.get("host-facts")
+        if isinstance(facts, str):
+            host = load_host_facts(facts)
+        config = opts.get("config", DEFAULT_CONFIG)
+        ctx = Context(Path(str(config)), bool(opts.get("json", False)), host, out, err)
+        cmd = parse_command(words[1:])
+        return execute(ctx, cmd)
+    except UsageError as exc:
+        print(f"ipsecctl: {exc}", file=err)
+        print("usage: ipsecctl [--config PATH] [--json] static COMMAND [key=value ...] (--help)", file=err)
+        return 2
+    except StoreError as exc:
+        n = len(exc.issues)
+        if getattr(exc, "edit_rejected", False):
+            print(
+                f"ipsecctl: edit rejected, nothing written ({n} issue{'s' if n != 1 else ''}; "
+                "line numbers are those of the edited text):",
+                file=err,
+            )
+        else:
+            print(f"ipsecctl: the store is not valid ({n} issue{'s' if n != 1 else ''}):", file=err)
+        print(str(exc), file=err)
+        return 1
+    except ExpansionError as exc:
+        print("ipsecctl: the policy's filters cannot be expanded on this host:", file=err)
+        print(str(exc), file=err)
+        return 1
+    except (EditError, CliError, HostFactsError) as exc:
+        print(f"ipsecctl: {exc}", file=err)
+        return 1
+    except OSError as exc:
+        print(f"ipsecctl: {exc.filename or ''}: {exc.strerror}", file=err)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point without system host facts (see the module docstring)."""
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
