@@ -456,3 +456,49 @@ def test_roundtrip_property(
         == sum(len(i) for i in inners)
         == out.counters().authenticated_bytes_sent
     )
+
+
+def test_ah_ipv4_mutable_option_may_change_en_route() -> None:
+    ts = bytes([68, 8, 5, 0, 0, 0, 0, 0])  # timestamp option: mutable, zeroed whole for the ICV
+    inner = ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, b"opt"), options=ts)
+    p = params(Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=0)
+    out, inb = pair(p)
+    w = bytearray(one(out, inner))
+    w[22:28] = bytes([9, 1, 2, 3, 4, 5])  # a router filled in the timestamp
+    (got,) = inb.unprotect([bytes(w)])
+    assert got is not None and got[20:28] == bytes(w[20:28]) and got[28:] == inner[28:]
+
+
+def test_ah_ipv6_routing_header_with_segments_left_is_malformed() -> None:
+    routing = _ext(17, bytes([0, 1]) + bytes(4) + bytes(16))  # segments left 1, one address
+    inner = ipv6(nh=43, payload=routing + udp(1, 2, b"rt"))
+    p = params(Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=0)
+    out, _ = pair(p)
+    assert out.protect([inner]) == [None]
+    assert out.counters().drops() == {"malformed_packets": 1} and out.counters().packets_sent == 0
+
+
+def test_bundle_against_scapy_nested_sas() -> None:
+    """scapy unwraps ipsecd's AH(ESP(...)) bundle with its AH SA, then its ESP SA."""
+    ipsec = pytest.importorskip("scapy.layers.ipsec")
+    scapy_all = pytest.importorskip("scapy.all")
+    esp = params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_CBC, IntegAlg.AUTH_HMAC_SHA1_96, spi=0x2000)
+    ah = params(
+        Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA2_256_128, enc_len=0, spi=0x3000
+    )
+    out = Bundle(
+        [make_transform(esp, Direction.OUTBOUND, "python"), make_transform(ah, Direction.OUTBOUND, "python")]
+    )
+    (w,) = out.protect([V4])
+    assert w is not None
+    s_ah = ipsec.SecurityAssociation(ipsec.AH, spi=ah.spi, auth_algo="SHA2-256-128", auth_key=ah.integ_key)
+    s_esp = ipsec.SecurityAssociation(
+        ipsec.ESP,
+        spi=esp.spi,
+        crypt_algo="AES-CBC",
+        crypt_key=esp.enc_key,
+        auth_algo="HMAC-SHA1-96",
+        auth_key=esp.integ_key,
+    )
+    mid = scapy_all.IP(bytes(s_ah.decrypt(scapy_all.IP(w))))
+    assert bytes(scapy_all.IP(bytes(s_esp.decrypt(mid)))) == V4
