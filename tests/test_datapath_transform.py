@@ -502,3 +502,20 @@ def test_bundle_against_scapy_nested_sas() -> None:
     )
     mid = scapy_all.IP(bytes(s_ah.decrypt(scapy_all.IP(w))))
     assert bytes(scapy_all.IP(bytes(s_esp.decrypt(mid)))) == V4
+
+
+@pytest.mark.parametrize("v6_outer", [False, True])
+def test_oversize_boundary(v6_outer: bool) -> None:
+    out, inb = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, v6_outer=v6_outer))
+    sizes = list(range(65440, 65536, 3))
+    res = out.protect([ipv4(proto=17, payload=bytes(n - 20)) for n in sizes])
+    ok = [n for n, r in zip(sizes, res, strict=True) if r is not None]
+    dropped = [n for n, r in zip(sizes, res, strict=True) if r is None]
+    assert ok and dropped and max(ok) < min(dropped)
+    limit = 65535 + (40 if v6_outer else 0)
+    assert all(r is None or len(r) <= limit for r in res)
+    assert max(len(r) for r in res if r is not None) > limit - 8  # the limit itself is reachable
+    assert out.counters().oversized_packets == len(dropped)
+    assert inb.unprotect([r for r in res if r is not None]) == [
+        ipv4(proto=17, payload=bytes(n - 20)) for n in ok
+    ]
