@@ -519,3 +519,22 @@ def test_oversize_boundary(v6_outer: bool) -> None:
     assert inb.unprotect([r for r in res if r is not None]) == [
         ipv4(proto=17, payload=bytes(n - 20)) for n in ok
     ]
+
+
+def test_tunnel_mode_carries_inner_fragments_transport_mode_does_not() -> None:
+    first = bytearray(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 80, bytes(64))))
+    first[6] |= 0x20  # MF: the first fragment of a larger datagram
+    later = bytearray(ipv4("10.0.0.1", "10.0.0.2", 17, bytes(64)))
+    later[7] = 9  # offset 72 bytes: a non-first fragment, no ports
+    for buf in (first, later):
+        buf[10:12] = b"\0\0"
+        struct.pack_into("!H", buf, 10, checksum(buf[:20]))
+    frags = [bytes(first), bytes(later)]
+    out, inb = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16))
+    assert inb.unprotect(out.protect(frags)) == frags  # type: ignore[arg-type]
+    port_sel = (Selector(ip_network("10.0.0.0/8"), ip_network("10.0.0.0/8"), 17, (0, 65535), (80, 80)),)
+    sel_out, _ = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, selectors=port_sel))
+    assert [r is not None for r in sel_out.protect(frags)] == [True, False]  # no ports in a later fragment
+    tout, _ = pair(params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_GCM_16))
+    assert tout.protect(frags) == [None, None]
+    assert tout.counters().drops() == {"malformed_packets": 2}

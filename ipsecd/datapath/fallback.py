@@ -213,7 +213,7 @@ class PyTransform:
         if self._expired:
             raise Drop(DropReason.SA_EXPIRED)
         pkt = bytes(pkt)
-        version = validate(pkt)
+        version = validate(pkt, fragments=self._tunnel)
         if self._selectors and not selectors_match(self._selectors, pkt, version):
             raise Drop(DropReason.SELECTOR_MISMATCH)
         seq = self._next_seq
@@ -313,7 +313,7 @@ class PyTransform:
             if inner_proto not in (PROTO_IPV4, PROTO_IPV6):
                 raise Drop(DropReason.NOT_DECRYPTED)
             try:
-                inner_version = validate(inner)
+                inner_version = validate(inner, fragments=True)
             except Drop:
                 raise Drop(DropReason.NOT_DECRYPTED) from None
             if inner_version != (4 if inner_proto == PROTO_IPV4 else 6):
