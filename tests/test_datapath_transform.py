@@ -538,3 +538,26 @@ def test_tunnel_mode_carries_inner_fragments_transport_mode_does_not() -> None:
     tout, _ = pair(params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_GCM_16))
     assert tout.protect(frags) == [None, None]
     assert tout.counters().drops() == {"malformed_packets": 2}
+
+
+def test_demux_peek() -> None:
+    from ipsecd.datapath.demux import Peek, PeekKind, peek
+
+    esp_out, _ = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, spi=0x1234))
+    natt_out, _ = pair(
+        params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, spi=0x5678, encap=UdpEncap(4500, 4500))
+    )
+    ah_out, _ = pair(
+        params(
+            Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=0, spi=0x9ABC
+        )
+    )
+    assert peek(one(esp_out, V4)) == Peek(PeekKind.ESP, 0x1234)
+    assert peek(one(natt_out, V6)) == Peek(PeekKind.ESP_IN_UDP, 0x5678)
+    assert peek(one(ah_out, V6)) == Peek(PeekKind.AH, 0x9ABC)
+    assert peek(ipv4(proto=17, payload=udp(4500, 4500, b"\xff"))).kind == PeekKind.NAT_KEEPALIVE
+    assert peek(ipv4(proto=17, payload=udp(4500, 4500, bytes(4) + b"ike"))).kind == PeekKind.IKE
+    assert peek(ipv4(proto=17, payload=udp(4500, 53, b"dns query"))).kind == PeekKind.OTHER
+    assert peek(V4).kind == PeekKind.OTHER
+    for junk in (b"", b"\x45", ipv4(proto=50, payload=b"abc"), ipv4(proto=17, payload=b"ab")):
+        assert peek(junk).kind == PeekKind.MALFORMED
