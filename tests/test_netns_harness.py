@@ -1,0 +1,119 @@
+"""The namespace harness itself: links, NAT, capture, iperf3, and cleanup on failure."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests import netns
+
+pytestmark = pytest.mark.root
+
+
+def test_parse_ping_counts_loss_and_rtts() -> None:
+    out = (
+        "64 bytes from 192.0.2.2: icmp_seq=1 ttl=64 time=0.051 ms\n"
+        "64 bytes from 192.0.2.2: icmp_seq=3 ttl=64 time=0.120 ms\n"
+        "--- 192.0.2.2 ping statistics ---\n"
+        "3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n"
+    )
+    r = netns.parse_ping(out)
+    assert (r.transmitted, r.received, r.rtts_ms) == (3, 2, (0.051, 0.12))
+    assert r.loss == pytest.approx(1 / 3)
+    with pytest.raises(netns.HarnessError):
+        netns.parse_ping("ping: connect: Network is unreachable\n")
+
+
+def test_two_hosts_ping_each_other_v4_and_v6(lab: netns.Lab) -> None:
+    p = netns.two_hosts(lab)
+    assert len(p.link.a_ifname) <= 15 and p.a.ns.startswith(netns.PREFIX)
+    for src, dst in ((p.a, "192.0.2.2"), (p.b, "192.0.2.1"), (p.a, "2001:db8::2"), (p.b, "2001:db8::1")):
+        r = src.ping(dst, count=2, interval=0.05)
+        assert r.loss == 0.0, r.output
+        assert len(r.rtts_ms) == 2
+    # An address nobody has: all lost, and the ping is bounded in time.
+    r = p.a.ping("192.0.2.99", count=2, interval=0.05, wait=0.3)
+    assert r.received == 0 and r.loss == 1.0
+
+
+def test_capture_counts_only_matching_packets(lab: netns.Lab) -> None:
+    p = netns.two_hosts(lab)
+    with p.b.capture(p.link.b_ifname, "icmp") as cap:
+        assert p.a.ping("192.0.2.2", count=3, interval=0.05).received == 3
+    assert cap.count("icmp[icmptype] == icmp-echo") == 3
+    assert cap.count("icmp[icmptype] == icmp-echoreply") == 3
+    assert cap.count("udp") == 0
+    frames = cap.packets()
+    assert len(frames) == 6 and all(f[12:14] == b"\x08\x00" for f in frames)  # Ethernet, IPv4
+
+
+def test_nat_router_rewrites_the_source(lab: netns.Lab) -> None:
+    t = netns.nat_topology(lab)
+    with t.right.capture(t.outside.b_ifname, "icmp") as cap:
+        assert t.left.ping("198.51.100.2", count=2, interval=0.05).loss == 0.0
+    echoes = cap.lines("icmp[icmptype] == icmp-echo")
+    assert len(echoes) == 2
+    assert all(f"{t.router_public} > 198.51.100.2" in ln for ln in echoes), echoes
+    assert cap.count("src host 10.0.1.2") == 0
+    # The right host has no route back to 10.0.1.0/24: without the NAT the ping would fail.
+    assert "10.0.1." not in t.right.run("ip route").stdout
+
+
+def test_iperf3_reports_throughput(lab: netns.Lab) -> None:
+    p = netns.two_hosts(lab)
+    p.b.iperf3_server(bind="192.0.2.2")
+    r = p.a.iperf3_client("192.0.2.2", seconds=1)
+    assert r.sent_bps > 1e6 and r.received_bps > 1e6
+
+
+def test_cleanup_after_a_failing_body_leaves_nothing() -> None:
+    if not netns.is_root():
+        pytest.skip("needs root")
+    names: list[str] = []
+    pids: list[int] = []
+    workdir: Path | None = None
+    with pytest.raises(ZeroDivisionError), netns.Lab() as lb:
+        workdir = lb.workdir
+        p = netns.two_hosts(lb)
+        names += [p.a.ns, p.b.ns]
+        sleeper = p.a.popen(["sleep", "300"], name="sleep")
+        pids.append(sleeper.pid)
+        # A process started outside the lab's tracking (double fork) is still killed via the namespace.
+        p.b.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])
+        pids += netns._ns_pids(p.b.ns)
+        assert len(pids) == 2
+        _ = 1 / 0
+    present = set(netns.our_namespaces())
+    assert not present & set(names)
+    assert not [pid for pid in pids if netns.pid_alive(pid)]
+    assert workdir is not None and not workdir.exists()
+
+
+def test_sweep_removes_namespaces_of_dead_runs() -> None:
+    if not netns.is_root():
+        pytest.skip("needs root")
+    # A namespace named as if created by a process that no longer exists (pid beyond pid_max).
+    stale = f"{netns.PREFIX}4199999-dead00-x"
+    live = f"{netns.PREFIX}1-live00-x"  # pid 1 always exists: must survive the sweep
+    for ns in (stale, live):
+        netns._run(["ip", "netns", "add", ns], timeout=10)
+    try:
+        removed = netns.sweep_leftovers()
+        assert stale in removed and live not in removed
+        assert stale not in netns.our_namespaces() and live in netns.our_namespaces()
+    finally:
+        for ns in (stale, live):
+            netns.delete_namespace(ns)
+
+
+def test_background_stop_is_bounded(lab: netns.Lab) -> None:
+    h = lab.host("h")
+    # A process that ignores SIGTERM is killed after the grace period.
+    bg = h.popen(["sh", "-c", "trap '' TERM; echo ready; sleep 300"], name="stubborn")
+    bg.wait_output("ready", 5)
+    rc = bg.stop(signal.SIGTERM, grace=0.3)
+    assert rc == -signal.SIGKILL
+    with pytest.raises(netns.HarnessError):
+        netns.wait_until(lambda: False, 0.1, what="nothing")
