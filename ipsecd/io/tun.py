@@ -1,0 +1,206 @@
+"""A Linux TUN device with a batched, non-blocking packet interface.
+
+The data path captures cleartext IP packets from a TUN device and writes decrypted ones back.
+System calls dominate its cost, so the interface is batched (wireguard-go's tun.Device is the
+model): ``read_batch`` drains up to ``max_packets`` until the queue is empty, ``write_batch`` writes
+a list and reports how far it got. The single-packet ``os.read``/``os.write`` calls behind it can be
+replaced by a native implementation (or IFF_VNET_HDR super-packets) without changing callers.
+
+The device is created with IFF_TUN | IFF_NO_PI: every read returns exactly one IPv4 or IPv6 packet,
+with no packet-information prefix (Linux Documentation/networking/tuntap.rst).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from types import TracebackType
+
+TUN_PATH = "/dev/net/tun"
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+# <linux/sockios.h>
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+SIOCGIFMTU = 0x8921
+SIOCSIFMTU = 0x8922
+IFF_UP = 0x1
+IFNAMSIZ = 16
+MAX_PACKET = 65535
+
+# struct ifreq { char ifr_name[IFNAMSIZ]; union { short ifr_flags; int ifr_mtu; ... } } (40 bytes)
+_IFREQ_FLAGS = "16sH22x"
+_IFREQ_INT = "16si20x"
+
+
+class TunError(OSError):
+    """The TUN device could not be created or configured."""
+
+
+@dataclass
+class TunStats:
+    """Counters since the device was opened (mutable; read by the daemon's status)."""
+
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_rejected: int = 0  # the kernel refused the packet (malformed, too big): dropped
+    tx_full: int = 0  # write_batch stopped because the device queue was full (EAGAIN)
+
+
+def _check_name(name: str) -> bytes:
+    raw = name.encode()
+    if len(raw) >= IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
+        raise TunError(errno.EINVAL, f"invalid interface name {name!r} (at most {IFNAMSIZ - 1} bytes)")
+    return raw
+
+
+class TunDevice:
+    """An open TUN device. Use ``TunDevice.open()``; close it (or use ``with``) when done."""
+
+    def __init__(self, fd: int, name: str, vnet_hdr: bool = False) -> None:
+        self._fd = fd
+        self.name = name
+        self.vnet_hdr = vnet_hdr
+        self.stats = TunStats()
+        # Interface ioctls act on the network namespace of the socket they go through: keep one
+        # from the device's namespace, so configuring works from any thread or namespace later.
+        self._ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    @classmethod
+    def open(
+        cls,
+        name: str = "",
+        *,
+        mtu: int | None = None,
+        up: bool = True,
+        multi_queue: bool = False,
+        vnet_hdr: bool = False,
+    ) -> TunDevice:
+        """Create (or attach to) TUN device ``name`` ('' lets the kernel pick ``tunN``).
+
+        ``vnet_hdr`` (IFF_VNET_HDR) prefixes every packet with a virtio_net_hdr; callers asking for
+        it must handle that header themselves (offloads are not configured here yet).
+        """
+        raw = _check_name(name)
+        flags = IFF_TUN | IFF_NO_PI
+        if multi_queue:
+            flags |= IFF_MULTI_QUEUE
+        if vnet_hdr:
+            flags |= IFF_VNET_HDR
+        try:
+            fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise TunError(e.errno, f"cannot open {TUN_PATH}: {e.strerror}") from e
+        try:
+            try:
+                res = fcntl.ioctl(fd, TUNSETIFF, struct.pack(_IFREQ_FLAGS, raw, flags))
+            except OSError as e:
+                raise TunError(e.errno, f"TUNSETIFF {name or '(auto)'}: {e.strerror}") from e
+            actual = struct.unpack(_IFREQ_FLAGS, res)[0].rstrip(b"\0").decode()
+            dev = cls(fd, actual, vnet_hdr)
+            if mtu is not None:
+                dev.set_mtu(mtu)
+            if up:
+                dev.set_up(True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return dev
+
+    # --- configuration (ioctl on an ordinary socket of the current network namespace) ----------
+
+    def _ifreq(self, request: int, fmt: str, value: int) -> bytes:
+        try:
+            return fcntl.ioctl(self._ctl.fileno(), request, struct.pack(fmt, self.name.encode(), value))
+        except OSError as e:
+            raise TunError(e.errno, f"ioctl {request:#x} on {self.name}: {e.strerror}") from e
+
+    @property
+    def mtu(self) -> int:
+        return int(struct.unpack(_IFREQ_INT, self._ifreq(SIOCGIFMTU, _IFREQ_INT, 0))[1])
+
+    def set_mtu(self, mtu: int) -> None:
+        if not 68 <= mtu <= MAX_PACKET:
+            raise TunError(errno.EINVAL, f"MTU {mtu} out of range 68..{MAX_PACKET}")
+        self._ifreq(SIOCSIFMTU, _IFREQ_INT, mtu)
+
+    def set_up(self, up: bool = True) -> None:
+        flags = struct.unpack(_IFREQ_FLAGS, self._ifreq(SIOCGIFFLAGS, _IFREQ_FLAGS, 0))[1]
+        flags = (flags | IFF_UP) if up else (flags & ~IFF_UP)
+        self._ifreq(SIOCSIFFLAGS, _IFREQ_FLAGS, flags)
+
+    # --- packets -----------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        """Read up to ``max_packets`` packets, stopping early when none is queued (never blocks)."""
+        out: list[bytes] = []
+        fd = self._fd
+        while len(out) < max_packets:
+            try:
+                pkt = os.read(fd, MAX_PACKET)
+            except BlockingIOError:  # (EINTR is retried by Python itself: PEP 475)
+                break
+            if not pkt:
+                break
+            out.append(pkt)
+            self.stats.rx_bytes += len(pkt)
+        self.stats.rx_packets += len(out)
+        return out
+
+    def write_batch(self, packets: list[bytes]) -> int:
+        """Write packets in order; returns how many were consumed from the front of the list.
+
+        A packet the kernel rejects (EINVAL, EMSGSIZE, ...) is dropped and counted in
+        ``stats.tx_rejected``; the batch goes on. The return value is less than ``len(packets)``
+        only when the device queue is full (EAGAIN): the caller may retry the rest later.
+        """
+        fd = self._fd
+        done = 0
+        for pkt in packets:
+            try:
+                os.write(fd, pkt)
+            except BlockingIOError:
+                self.stats.tx_full += 1
+                break
+            except OSError:
+                self.stats.tx_rejected += 1
+            else:
+                self.stats.tx_packets += 1
+                self.stats.tx_bytes += len(pkt)
+            done += 1
+        return done
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._ctl.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def __enter__(self) -> TunDevice:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TunDevice(name={self.name!r}, fd={self._fd})"
