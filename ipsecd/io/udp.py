@@ -1,0 +1,259 @@
+"""UDP sockets for IKE (port 500) and NAT-T / UDP-encapsulated ESP (port 4500), batched.
+
+``recv_batch`` drains up to N datagrams until the socket would block; ``send_batch`` sends a list
+and reports how far it got. Python 3.11 has no ``recvmmsg``/``sendmmsg``, so both loop over
+``recvmsg``/``sendto`` for now; a native implementation can replace the loops behind the same
+interface. The RFC 3948 non-ESP marker is not handled here (the data path frames packets).
+
+Each received datagram carries the local address it was sent to (IP_PKTINFO / IPV6_PKTINFO), so a
+responder bound to the wildcard address can answer from the address the peer used (RFC 7296
+section 2.11: responses go back from the address the request arrived on). ``send`` accepts that
+address as ``source``.
+
+Errors: a connected UDP socket reports an earlier ICMP unreachable on its next call with
+ECONNREFUSED (and similar); sends and receives count such errors and go on, never raise.
+SO_MARK tags the daemon's own packets so a policy-routing rule (``not fwmark M``) lets them bypass
+the TUN capture (see ``ipsecd.io.netlink``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import NamedTuple
+
+IKE_PORT = 500  # RFC 7296 section 2
+NATT_PORT = 4500  # RFC 3948 section 2
+SO_MARK = getattr(socket, "SO_MARK", 36)
+IP_PKTINFO = 8  # <linux/in.h>; Python 3.11 has no constant
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+MAX_DATAGRAM = 65535
+_CMSG_SPACE = socket.CMSG_SPACE(20)  # room for in_pktinfo (12) or in6_pktinfo (20)
+
+Address = tuple[str, int]
+
+
+class Datagram(NamedTuple):
+    data: bytes
+    peer: Address  # (address, port) of the sender
+    local: str | None  # address the datagram was sent to (None if the kernel did not say)
+
+
+@dataclass
+class UdpStats:
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_errors: int = 0  # errors reported on receive (ICMP unreachable on a connected socket)
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_errors: int = 0  # sends that failed (unreachable, refused, too big): dropped
+    tx_full: int = 0  # send_batch stopped: socket buffer full (EAGAIN)
+    last_error: int = 0  # errno of the latest counted error
+
+
+class UdpSocket:
+    """A non-blocking UDP socket of one address family."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.family = sock.family
+        self.stats = UdpStats()
+        if self.family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+
+    @classmethod
+    def open(
+        cls,
+        address: str = "0.0.0.0",
+        port: int = 0,
+        *,
+        mark: int | None = None,
+        reuse_port: bool = False,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        connect: Address | None = None,
+    ) -> UdpSocket:
+        """Bind to ``address``:``port`` (an IPv6 socket is IPv6-only: open one per family)."""
+        ip = ipaddress.ip_address(address)
+        fam = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if rcvbuf is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if sndbuf is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            if mark is not None:
+                s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+            s.bind((address, port))
+            if connect is not None:
+                s.connect(connect)
+            return cls(s)
+        except BaseException:
+            s.close()
+            raise
+
+    # --- properties ------------------------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def local_address(self) -> Address:
+        host, port = self.sock.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def mark(self) -> int:
+        return self.sock.getsockopt(socket.SOL_SOCKET, SO_MARK)
+
+    def set_mark(self, mark: int) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+
+    # --- receive ---------------------------------------------------------------------------------
+
+    def _local_from(self, ancdata: list[tuple[int, int, bytes]]) -> str | None:
+        for level, kind, data in ancdata:
+            # struct in_pktinfo { int ipi_ifindex; struct in_addr ipi_spec_dst, ipi_addr; }
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+                return socket.inet_ntop(socket.AF_INET, data[8:12])
+            # struct in6_pktinfo { struct in6_addr ipi6_addr; int ipi6_ifindex; }
+            if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
+                return socket.inet_ntop(socket.AF_INET6, data[:16])
+        return None
+
+    def recv_batch(self, max_packets: int = 64, bufsize: int = MAX_DATAGRAM) -> list[Datagram]:
+        """Receive up to ``max_packets`` datagrams; stops when none is queued (never blocks)."""
+        out: list[Datagram] = []
+        sock = self.sock
+        stats = self.stats
+        while len(out) < max_packets:
+            try:
+                data, anc, _flags, peer = sock.recvmsg(bufsize, _CMSG_SPACE)
+            except BlockingIOError:
+                break
+            except OSError as e:  # a queued ICMP error (connected socket): count, go on
+                stats.rx_errors += 1
+                stats.last_error = e.errno or 0
+                continue
+            out.append(Datagram(data, (str(peer[0]), int(peer[1])), self._local_from(anc)))
+            stats.rx_bytes += len(data)
+        stats.rx_packets += len(out)
+        return out
+
+    # --- send --------------------------------------------------------------------------------------
+
+    def _pktinfo(self, source: str) -> list[tuple[int, int, bytes]]:
+        if self.family == socket.AF_INET:
+            return [
+                (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=i4s4s", 0, socket.inet_aton(source), bytes(4)))
+            ]
+        return [
+            (
+                socket.IPPROTO_IPV6,
+                IPV6_PKTINFO,
+                socket.inet_pton(socket.AF_INET6, source) + struct.pack("=i", 0),
+            )
+        ]
+
+    def send(self, data: bytes, peer: Address | None = None, source: str | None = None) -> bool:
+        """Send one datagram (``peer`` None on a connected socket); False if it was dropped."""
+        try:
+            if source is not None:
+                self.sock.sendmsg([data], self._pktinfo(source), 0, peer)
+            elif peer is None:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, peer)
+        except BlockingIOError:
+            self.stats.tx_full += 1
+            return False
+        except OSError as e:  # ECONNREFUSED after an ICMP unreachable, ENETUNREACH, EMSGSIZE, ...
+            self.stats.tx_errors += 1
+            self.stats.last_error = e.errno or 0
+            return False
+        self.stats.tx_packets += 1
+        self.stats.tx_bytes += len(data)
+        return True
+
+    def send_batch(self, datagrams: Sequence[tuple[bytes, Address | None]]) -> int:
+        """Send ``(data, peer)`` pairs in order; returns how many were consumed from the front.
+
+        A datagram the kernel refuses (unreachable, refused, too big) is dropped and counted in
+        ``stats.tx_errors``; the batch goes on. Fewer than all are consumed only when the socket
+        buffer is full (EAGAIN): the caller may retry the rest when the socket is writable.
+        """
+        sock = self.sock
+        stats = self.stats
+        done = 0
+        for data, peer in datagrams:
+            try:
+                if peer is None:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, peer)
+            except BlockingIOError:
+                stats.tx_full += 1
+                break
+            except OSError as e:
+                stats.tx_errors += 1
+                stats.last_error = e.errno or 0
+            else:
+                stats.tx_packets += 1
+                stats.tx_bytes += len(data)
+            done += 1
+        return done
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> UdpSocket:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        try:
+            where = self.local_address
+        except OSError:
+            where = ("closed", 0)
+        return f"UdpSocket({where[0]}:{where[1]})"
+
+
+@dataclass(frozen=True)
+class IkeSockets:
+    """The pair an IKE endpoint listens on: port 500 and the NAT-T port 4500."""
+
+    ike: UdpSocket
+    natt: UdpSocket
+
+    def close(self) -> None:
+        self.ike.close()
+        self.natt.close()
+
+
+def open_ike_sockets(
+    address: str = "0.0.0.0", *, mark: int | None = None, ike_port: int = IKE_PORT, natt_port: int = NATT_PORT
+) -> IkeSockets:
+    ike = UdpSocket.open(address, ike_port, mark=mark)
+    try:
+        natt = UdpSocket.open(address, natt_port, mark=mark)
+    except BaseException:
+        ike.close()
+        raise
+    return IkeSockets(ike, natt)
