@@ -50,7 +50,7 @@ class RawStats:
 
 def _checksum(data: bytes) -> int:
     # RFC 1071: one's complement of the one's complement sum of 16-bit words.
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
