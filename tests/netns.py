@@ -16,7 +16,6 @@ SIGKILL after a grace period, and polling loops (``wait_until``) give up after a
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
@@ -28,16 +27,16 @@ import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ipsecd.io.nsenter import NETNS_DIR, netns_entered
+
 PREFIX = "ipt"
 _NS_RE = re.compile(rf"^{PREFIX}(\d+)-")
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
 
 
 class HarnessError(RuntimeError):
@@ -126,33 +125,13 @@ def sweep_leftovers() -> list[str]:
     return removed
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def entered(ns: str) -> Iterator[None]:
+def entered(ns: str) -> contextlib.AbstractContextManager[None]:
     """Move the calling thread into network namespace ``ns`` for the block, then back.
 
     Sockets, TUN devices and netlink handles created inside the block belong to ``ns`` and stay
     there after the block ends (a file descriptor keeps its namespace).
     """
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(NETNS_DIR / ns, os.O_RDONLY)
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns into {ns}: {os.strerror(err)}")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - would leave the thread lost
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns back to the original namespace: {os.strerror(err)}")
-    finally:
-        os.close(own)
+    return netns_entered(ns)
 
 
 # --- background processes -----------------------------------------------------------------------

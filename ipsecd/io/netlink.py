@@ -24,6 +24,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ipsecd.io.nsenter import netns_entered
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -99,7 +101,13 @@ class Netlink:
     """An rtnetlink handle in the current network namespace (or ``netns``, by name)."""
 
     def __init__(self, netns: str | None = None) -> None:
-        self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        # The socket is opened inside the namespace and stays there. (pyroute2's own netns=
+        # proxy sometimes returned truncated address dumps in tests: not used.)
+        if netns:
+            with netns_entered(netns):
+                self._ipr = IPRoute()
+        else:
+            self._ipr = IPRoute()
 
     def close(self) -> None:
         self._ipr.close()
