@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from tests import netns
 
 pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_parse_ping_counts_loss_and_rtts() -> None:
@@ -117,3 +121,40 @@ def test_background_stop_is_bounded(lab: netns.Lab) -> None:
     assert rc == -signal.SIGKILL
     with pytest.raises(netns.HarnessError):
         netns.wait_until(lambda: False, 0.1, what="nothing")
+
+
+_INTERRUPTED_RUN = """
+import time
+from tests import netns
+with netns.Lab() as lab:
+    p = netns.two_hosts(lab)
+    p.a.popen(["sleep", "300"], name="sleep")
+    print(p.a.ns, p.b.ns, lab.workdir, flush=True)
+    time.sleep(30)
+"""
+
+
+def test_ctrl_c_in_another_process_cleans_up() -> None:
+    if not netns.is_root():
+        pytest.skip("needs root")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_RUN],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()  # printed once the lab is built
+        assert len(line) == 3, line
+        assert set(line[:2]) <= set(netns.our_namespaces())
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+        proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert not set(line[:2]) & set(netns.our_namespaces())
+    assert not Path(line[2]).exists()

@@ -77,3 +77,46 @@ def test_two_strongswans_establish_an_ikev2_psk_tunnel_and_ping_passes(lab: netn
     a.terminate("t")
     wait = netns.wait_until
     wait(lambda: not b.established("t"), 5, 0.1, "the responder to delete its IKE_SA")
+
+
+def test_strongswan_initiator_behind_a_nat_router(lab: netns.Lab) -> None:
+    t = netns.nat_topology(lab)
+    t.left.add_address("lo", "10.1.0.1/32")
+    t.right.add_address("lo", "10.2.0.1/32")
+    left = strongswan.Charon(
+        t.left,
+        strongswan.psk_tunnel_conf(
+            local_addr="10.0.1.2",
+            remote_addr="198.51.100.2",
+            local_id="left.test",
+            remote_id="right.test",
+            local_ts="10.1.0.0/24",
+            remote_ts="10.2.0.0/24",
+            psk=PSK,
+        ),
+    ).start()
+    right = strongswan.Charon(
+        t.right,
+        strongswan.psk_tunnel_conf(
+            local_addr="198.51.100.2",
+            remote_addr="%any",
+            local_id="right.test",
+            remote_id="left.test",
+            local_ts="10.2.0.0/24",
+            remote_ts="10.1.0.0/24",
+            psk=PSK,
+        ),
+    ).start()
+    with t.right.capture(t.outside.b_ifname, "ip") as cap:
+        left.initiate("t")
+        r = t.left.ping("10.2.0.1", count=2, interval=0.1, src="10.1.0.1")
+    assert r.received == 2, r.output
+    assert right.established("t", "t")
+    assert (
+        f"198.51.100.2[right.test]...{t.router_public}[left.test]" in right.list_sas()
+        or t.router_public in right.list_sas()
+    )
+    # The responder only ever sees the router's address: IKE on 500 then 4500, ESP in UDP 4500.
+    assert cap.count(f"ip and not host {t.router_public}") == 0
+    assert cap.count("udp port 500") >= 2 and cap.count("ip and not udp port 500 and not udp port 4500") == 0
+    assert len(_esp_in_udp_spis(cap.packets())) >= 4
