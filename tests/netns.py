@@ -25,6 +25,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from typing import Any
 from ipsecd.io.nsenter import NETNS_DIR, netns_entered
 
 PREFIX = "ipt"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 _NS_RE = re.compile(rf"^{PREFIX}(\d+)-")
 
 
@@ -391,6 +393,12 @@ class Host:
         bg = Background(self.argv(cmd), log, env=env)
         self.lab.processes.append(bg)
         return bg
+
+    def popen_python(self, args: Sequence[str], name: str = "python") -> Background:
+        """Start ``python3 ARGS`` in the namespace with this checkout's ``ipsecd`` importable
+        (e.g. ``["-m", "ipsecd.daemon.main", ...]``)."""
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        return self.popen([sys.executable, *args], name=name, env=env)
 
     def entered(self) -> contextlib.AbstractContextManager[None]:
         """Move the calling thread into this namespace for a ``with`` block (see ``entered``)."""

@@ -161,3 +161,26 @@ def test_netlink_routes_rules_and_mtu(lab: netns.Lab) -> None:
         ip_rule = h.run("ip rule").stdout
         assert "suppress_prefixlength 0" in ip_rule and "not from all fwmark" not in ip_rule
         assert "not from all fwmark 0x51 lookup 51" in h.run("ip -6 rule").stdout
+
+
+@pytest.mark.root
+def test_vnet_header_multi_queue_and_busy_names(lab: netns.Lab) -> None:
+    h = lab.host("v")
+    h.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+    with h.entered():
+        vnet = TunDevice.open("iptv", vnet_hdr=True)
+        with pytest.raises(TunError, match="TUNSETIFF iptv"):
+            TunDevice.open("iptv")  # attached already (and not multi-queue): busy
+        q1 = TunDevice.open("iptq", multi_queue=True)
+        q2 = TunDevice.open("iptq", multi_queue=True)  # a second queue of the same device
+        auto = TunDevice.open()
+        with Netlink() as nl:
+            nl.add_address("iptv", "10.79.0.1/32")
+            nl.add_route("10.80.0.0/24", dev="iptv")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with vnet, q1, q2, auto, s:
+        assert auto.name.startswith("tun") and q1.name == q2.name == "iptq"
+        s.sendto(b"payload", ("10.80.0.1", 9))
+        pkt = _read_until(vnet, lambda p: len(p) > 10 and p[10] >> 4 == 4)
+        # struct virtio_net_hdr (10 bytes) precedes the IPv4 packet.
+        assert pkt[10 + 9] == 17 and pkt.endswith(b"payload")

@@ -114,6 +114,9 @@ def test_sweep_removes_namespaces_of_dead_runs() -> None:
 
 def test_background_stop_is_bounded(lab: netns.Lab) -> None:
     h = lab.host("h")
+    py = h.popen_python(["-c", "import ipsecd, os; print(ipsecd.__file__, os.listdir('/sys/class/net'))"])
+    assert py.wait(10) == 0
+    assert str(REPO / "ipsecd") in py.output() and "['lo']" in py.output()  # this checkout, in the namespace
     # A process that ignores SIGTERM is killed after the grace period.
     bg = h.popen(["sh", "-c", "trap '' TERM; echo ready; sleep 300"], name="stubborn")
     bg.wait_output("ready", 5)
