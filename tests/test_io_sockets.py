@@ -50,6 +50,10 @@ def test_udp_batches_between_namespaces_v4_and_v6(lab: netns.Lab) -> None:
         cli4.send_batch([(b"x", ("192.0.2.2", 500))] * 5)
         time.sleep(0.1)
         assert len(srv4.ike.recv_batch(3)) == 3 and len(srv4.ike.recv_batch(3)) == 2
+        # A datagram larger than the buffer is dropped and counted, never passed on cut.
+        cli4.send_batch([(b"y" * 100, ("192.0.2.2", 500)), (b"z" * 10, ("192.0.2.2", 500))])
+        got = _collect(srv4.ike.fileno(), lambda n: srv4.ike.recv_batch(n, bufsize=50), 1)
+        assert [g.data for g in got] == [b"z" * 10] and srv4.ike.stats.rx_truncated == 1
         # Reply from the address the request came to (pktinfo source), over IPv6 too.
         assert cli6.send(b"hello6", ("2001:db8::2", 4500))
         (d,) = _collect(srv6.fileno(), srv6.recv_batch, 1)

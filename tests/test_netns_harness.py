@@ -12,7 +12,6 @@ import pytest
 
 from tests import netns
 
-pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -30,6 +29,7 @@ def test_parse_ping_counts_loss_and_rtts() -> None:
         netns.parse_ping("ping: connect: Network is unreachable\n")
 
 
+@pytest.mark.root
 def test_two_hosts_ping_each_other_v4_and_v6(lab: netns.Lab) -> None:
     p = netns.two_hosts(lab)
     assert len(p.link.a_ifname) <= 15 and p.a.ns.startswith(netns.PREFIX)
@@ -42,6 +42,7 @@ def test_two_hosts_ping_each_other_v4_and_v6(lab: netns.Lab) -> None:
     assert r.received == 0 and r.loss == 1.0
 
 
+@pytest.mark.root
 def test_capture_counts_only_matching_packets(lab: netns.Lab) -> None:
     p = netns.two_hosts(lab)
     with p.b.capture(p.link.b_ifname, "icmp") as cap:
@@ -53,6 +54,7 @@ def test_capture_counts_only_matching_packets(lab: netns.Lab) -> None:
     assert len(frames) == 6 and all(f[12:14] == b"\x08\x00" for f in frames)  # Ethernet, IPv4
 
 
+@pytest.mark.root
 def test_nat_router_rewrites_the_source(lab: netns.Lab) -> None:
     t = netns.nat_topology(lab)
     with t.right.capture(t.outside.b_ifname, "icmp") as cap:
@@ -65,6 +67,7 @@ def test_nat_router_rewrites_the_source(lab: netns.Lab) -> None:
     assert "10.0.1." not in t.right.run("ip route").stdout
 
 
+@pytest.mark.root
 def test_iperf3_reports_throughput(lab: netns.Lab) -> None:
     p = netns.two_hosts(lab)
     p.b.iperf3_server(bind="192.0.2.2")
@@ -72,6 +75,7 @@ def test_iperf3_reports_throughput(lab: netns.Lab) -> None:
     assert r.sent_bps > 1e6 and r.received_bps > 1e6
 
 
+@pytest.mark.root
 def test_cleanup_after_a_failing_body_leaves_nothing() -> None:
     if not netns.is_root():
         pytest.skip("needs root")
@@ -95,6 +99,7 @@ def test_cleanup_after_a_failing_body_leaves_nothing() -> None:
     assert workdir is not None and not workdir.exists()
 
 
+@pytest.mark.root
 def test_sweep_removes_namespaces_of_dead_runs() -> None:
     if not netns.is_root():
         pytest.skip("needs root")
@@ -112,6 +117,7 @@ def test_sweep_removes_namespaces_of_dead_runs() -> None:
             netns.delete_namespace(ns)
 
 
+@pytest.mark.root
 def test_background_stop_is_bounded(lab: netns.Lab) -> None:
     h = lab.host("h")
     py = h.popen_python(["-c", "import ipsecd, os; print(ipsecd.__file__, os.listdir('/sys/class/net'))"])
@@ -137,6 +143,7 @@ with netns.Lab() as lab:
 """
 
 
+@pytest.mark.root
 def test_ctrl_c_in_another_process_cleans_up() -> None:
     if not netns.is_root():
         pytest.skip("needs root")

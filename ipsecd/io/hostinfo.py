@@ -105,6 +105,7 @@ class SystemHost:
         return _unique(out)
 
     def resolve(self, name: str) -> Sequence[IPAddress]:
+        """Blocking (DNS timeouts can take seconds): the daemon calls it from a worker thread."""
         try:
             infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError):

@@ -49,6 +49,7 @@ class UdpStats:
     rx_packets: int = 0
     rx_bytes: int = 0
     rx_errors: int = 0  # errors reported on receive (ICMP unreachable on a connected socket)
+    rx_truncated: int = 0  # datagrams larger than the receive buffer: dropped
     tx_packets: int = 0
     tx_bytes: int = 0
     tx_errors: int = 0  # sends that failed (unreachable, refused, too big): dropped
@@ -141,12 +142,15 @@ class UdpSocket:
         stats = self.stats
         while len(out) < max_packets:
             try:
-                data, anc, _flags, peer = sock.recvmsg(bufsize, _CMSG_SPACE)
+                data, anc, flags, peer = sock.recvmsg(bufsize, _CMSG_SPACE)
             except BlockingIOError:
                 break
             except OSError as e:  # a queued ICMP error (connected socket): count, go on
                 stats.rx_errors += 1
                 stats.last_error = e.errno or 0
+                continue
+            if flags & socket.MSG_TRUNC:  # larger than bufsize: never pass on a cut datagram
+                stats.rx_truncated += 1
                 continue
             out.append(Datagram(data, (str(peer[0]), int(peer[1])), self._local_from(anc)))
             stats.rx_bytes += len(data)
