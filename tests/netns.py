@@ -38,7 +38,8 @@ from ipsecd.io.nsenter import NETNS_DIR, netns_entered
 
 PREFIX = "ipt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_NS_RE = re.compile(rf"^{PREFIX}(\d+)-")
+_NS_RE = re.compile(rf"^{PREFIX}(\d+)-([0-9a-f]+)-")
+_LIVE_TOKENS: set[str] = set()  # labs open in this process
 
 
 class HarnessError(RuntimeError):
@@ -119,8 +120,11 @@ def sweep_leftovers() -> list[str]:
     for ns in our_namespaces():
         m = _NS_RE.match(ns)
         assert m is not None
-        pid = int(m.group(1))
-        if pid != os.getpid() and pid_alive(pid):
+        pid, token = int(m.group(1)), m.group(2)
+        if pid == os.getpid():
+            if token in _LIVE_TOKENS:
+                continue  # a lab of this very process
+        elif pid_alive(pid):
             continue  # another live test run owns it
         delete_namespace(ns)
         removed.append(ns)
@@ -496,6 +500,9 @@ class Lab:
         if not is_root():
             raise HarnessError("network namespaces need root")
         self.token = token or secrets.token_hex(3)
+        if not re.fullmatch(r"[0-9a-f]{1,8}", self.token):
+            raise HarnessError(f"lab token must be 1-8 hex digits: {self.token!r}")
+        _LIVE_TOKENS.add(self.token)
         self.hosts: list[Host] = []
         self.processes: list[Background] = []
         self._links = 0
@@ -566,6 +573,7 @@ class Lab:
             except Exception as e:
                 errors.append(f"{h.ns}: {e}")
         shutil.rmtree(self.workdir, ignore_errors=True)
+        _LIVE_TOKENS.discard(self.token)
         if errors:
             raise HarnessError("lab cleanup: " + "; ".join(errors))
 

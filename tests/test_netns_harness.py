@@ -100,20 +100,21 @@ def test_cleanup_after_a_failing_body_leaves_nothing() -> None:
 
 
 @pytest.mark.root
-def test_sweep_removes_namespaces_of_dead_runs() -> None:
-    if not netns.is_root():
-        pytest.skip("needs root")
-    # A namespace named as if created by a process that no longer exists (pid beyond pid_max).
+def test_sweep_removes_namespaces_of_dead_runs(lab: netns.Lab) -> None:
+    mine = lab.host("mine")  # a lab open in this process: must survive the sweep
+    # A namespace named as if created by a process that no longer exists (pid beyond pid_max),
+    # one of a live process (pid 1), and one of this process but of no open lab.
     stale = f"{netns.PREFIX}4199999-dead00-x"
-    live = f"{netns.PREFIX}1-live00-x"  # pid 1 always exists: must survive the sweep
-    for ns in (stale, live):
+    live = f"{netns.PREFIX}1-abc000-x"
+    orphan = f"{netns.PREFIX}{os.getpid()}-0ff0-x"
+    for ns in (stale, live, orphan):
         netns._run(["ip", "netns", "add", ns], timeout=10)
     try:
         removed = netns.sweep_leftovers()
-        assert stale in removed and live not in removed
-        assert stale not in netns.our_namespaces() and live in netns.our_namespaces()
+        assert {stale, orphan} <= set(removed) and live not in removed and mine.ns not in removed
+        assert live in netns.our_namespaces() and mine.ns in netns.our_namespaces()
     finally:
-        for ns in (stale, live):
+        for ns in (stale, live, orphan):
             netns.delete_namespace(ns)
 
 
