@@ -1,4 +1,4 @@
-"""Two strongSwan instances in two namespaces bring up an IKEv2 PSK tunnel: the interop peer works."""
+"""Two strongSwan instances in two namespaces bring up IKEv2/IKEv1 PSK tunnels: the interop peer works."""
 
 from __future__ import annotations
 
@@ -31,7 +31,14 @@ def _esp_in_udp_spis(frames: list[bytes]) -> list[int]:
     return spis
 
 
-def test_two_strongswans_establish_an_ikev2_psk_tunnel_and_ping_passes(lab: netns.Lab) -> None:
+@pytest.mark.parametrize(
+    ("version", "proposals"),
+    [(2, "aes128gcm16-prfsha256-x25519"), (1, "aes128-sha256-x25519")],  # no AEAD for IKEv1 SAs
+    ids=["ikev2", "ikev1"],
+)
+def test_two_strongswans_establish_a_psk_tunnel_and_ping_passes(
+    lab: netns.Lab, version: int, proposals: str
+) -> None:
     p = netns.two_hosts(lab)
     # kernel-libipsec needs an address inside local_ts on each host.
     p.a.add_address("lo", "10.1.0.1/32")
@@ -44,6 +51,8 @@ def test_two_strongswans_establish_an_ikev2_psk_tunnel_and_ping_passes(lab: netn
         local_ts="10.1.0.0/24",
         remote_ts="10.2.0.0/24",
         psk=PSK,
+        version=version,
+        proposals=proposals,
     )
     conf_b = strongswan.psk_tunnel_conf(
         local_addr="192.0.2.2",
@@ -53,6 +62,8 @@ def test_two_strongswans_establish_an_ikev2_psk_tunnel_and_ping_passes(lab: netn
         local_ts="10.2.0.0/24",
         remote_ts="10.1.0.0/24",
         psk=PSK,
+        version=version,
+        proposals=proposals,
     )
     a = strongswan.Charon(p.a, conf_a).start()
     b = strongswan.Charon(p.b, conf_b).start()
@@ -63,7 +74,7 @@ def test_two_strongswans_establish_an_ikev2_psk_tunnel_and_ping_passes(lab: netn
     assert "initiate completed successfully" in out and "CHILD_SA t{1} established" in out, out
     assert a.established("t", "t") and b.established("t", "t"), a.list_sas() + b.list_sas()
     sas = a.list_sas()
-    assert "TUNNEL-in-UDP" in sas and "AES_GCM_16-128" in sas, sas
+    assert f"IKEv{version}" in sas and "TUNNEL-in-UDP" in sas and "ESP:AES_GCM_16-128" in sas, sas
 
     with p.b.capture(p.link.b_ifname, "ip") as cap:
         r = p.a.ping("10.2.0.1", count=3, interval=0.1, src="10.1.0.1")
