@@ -36,12 +36,26 @@ MAX_DATAGRAM = 65535
 _CMSG_SPACE = socket.CMSG_SPACE(20)  # room for in_pktinfo (12) or in6_pktinfo (20)
 
 Address = tuple[str, int]
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: "flags & IntFlag" runs Python code (microseconds)
 
 
 class Datagram(NamedTuple):
     data: bytes
     peer: Address  # (address, port) of the sender
     local: str | None  # address the datagram was sent to (None if the kernel did not say)
+
+
+_new_datagram = tuple.__new__  # builds a Datagram without NamedTuple's Python-level __new__
+
+
+def _parse_pktinfo(level: int, kind: int, data: bytes) -> str | None:
+    # struct in_pktinfo { int ipi_ifindex; struct in_addr ipi_spec_dst, ipi_addr; }
+    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+        return socket.inet_ntop(socket.AF_INET, data[8:12])
+    # struct in6_pktinfo { struct in6_addr ipi6_addr; int ipi6_ifindex; }
+    if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
+        return socket.inet_ntop(socket.AF_INET6, data[:16])
+    return None
 
 
 @dataclass
@@ -65,6 +79,7 @@ class UdpSocket:
         self.sock = sock
         self.family = sock.family
         self.stats = UdpStats()
+        self._local_cache: dict[bytes, str | None] = {}
         if self.family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         else:
@@ -125,36 +140,39 @@ class UdpSocket:
 
     # --- receive ---------------------------------------------------------------------------------
 
-    def _local_from(self, ancdata: list[tuple[int, int, bytes]]) -> str | None:
-        for level, kind, data in ancdata:
-            # struct in_pktinfo { int ipi_ifindex; struct in_addr ipi_spec_dst, ipi_addr; }
-            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-                return socket.inet_ntop(socket.AF_INET, data[8:12])
-            # struct in6_pktinfo { struct in6_addr ipi6_addr; int ipi6_ifindex; }
-            if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
-                return socket.inet_ntop(socket.AF_INET6, data[:16])
-        return None
-
     def recv_batch(self, max_packets: int = 64, bufsize: int = MAX_DATAGRAM) -> list[Datagram]:
         """Receive up to ``max_packets`` datagrams; stops when none is queued (never blocks)."""
         out: list[Datagram] = []
-        sock = self.sock
+        recvmsg = self.sock.recvmsg
         stats = self.stats
+        cache = self._local_cache
+        make = _new_datagram
+        nbytes = 0
         while len(out) < max_packets:
             try:
-                data, anc, flags, peer = sock.recvmsg(bufsize, _CMSG_SPACE)
+                data, anc, flags, peer = recvmsg(bufsize, _CMSG_SPACE)
             except BlockingIOError:
                 break
             except OSError as e:  # a queued ICMP error (connected socket): count, go on
                 stats.rx_errors += 1
                 stats.last_error = e.errno or 0
                 continue
-            if flags & socket.MSG_TRUNC:  # larger than bufsize: never pass on a cut datagram
+            if flags & _MSG_TRUNC:  # larger than bufsize: never pass on a cut datagram
                 stats.rx_truncated += 1
                 continue
-            out.append(Datagram(data, (str(peer[0]), int(peer[1])), self._local_from(anc)))
-            stats.rx_bytes += len(data)
+            local = None
+            if anc:
+                # Only IP_PKTINFO / IPV6_PKTINFO are enabled, so the first message is the one.
+                raw = anc[0][2]
+                local = cache.get(raw)
+                if local is None:
+                    local = _parse_pktinfo(anc[0][0], anc[0][1], raw)
+                    if len(cache) < 256:
+                        cache[raw] = local
+            out.append(make(Datagram, (data, peer[:2] if len(peer) > 2 else peer, local)))
+            nbytes += len(data)
         stats.rx_packets += len(out)
+        stats.rx_bytes += nbytes
         return out
 
     # --- send --------------------------------------------------------------------------------------
