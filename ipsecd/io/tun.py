@@ -148,17 +148,22 @@ class TunDevice:
     def read_batch(self, max_packets: int = 64) -> list[bytes]:
         """Read up to ``max_packets`` packets, stopping early when none is queued (never blocks)."""
         out: list[bytes] = []
+        append = out.append
+        read = os.read
         fd = self._fd
-        while len(out) < max_packets:
+        nbytes = 0
+        for _ in range(max_packets):
             try:
-                pkt = os.read(fd, MAX_PACKET)
+                pkt = read(fd, MAX_PACKET)
             except BlockingIOError:  # (EINTR is retried by Python itself: PEP 475)
                 break
             if not pkt:
                 break
-            out.append(pkt)
-            self.stats.rx_bytes += len(pkt)
-        self.stats.rx_packets += len(out)
+            append(pkt)
+            nbytes += len(pkt)
+        stats = self.stats
+        stats.rx_packets += len(out)
+        stats.rx_bytes += nbytes
         return out
 
     def write_batch(self, packets: list[bytes]) -> int:
@@ -168,20 +173,23 @@ class TunDevice:
         ``stats.tx_rejected``; the batch goes on. The return value is less than ``len(packets)``
         only when the device queue is full (EAGAIN): the caller may retry the rest later.
         """
+        write = os.write
         fd = self._fd
-        done = 0
+        done = written = nbytes = rejected = 0
         for pkt in packets:
             try:
-                os.write(fd, pkt)
+                nbytes += write(fd, pkt)
+                written += 1
             except BlockingIOError:
                 self.stats.tx_full += 1
                 break
             except OSError:
-                self.stats.tx_rejected += 1
-            else:
-                self.stats.tx_packets += 1
-                self.stats.tx_bytes += len(pkt)
+                rejected += 1
             done += 1
+        stats = self.stats
+        stats.tx_packets += written
+        stats.tx_bytes += nbytes
+        stats.tx_rejected += rejected
         return done
 
     def close(self) -> None:

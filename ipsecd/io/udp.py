@@ -217,25 +217,22 @@ class UdpSocket:
         ``stats.tx_errors``; the batch goes on. Fewer than all are consumed only when the socket
         buffer is full (EAGAIN): the caller may retry the rest when the socket is writable.
         """
-        sock = self.sock
+        send, sendto = self.sock.send, self.sock.sendto
         stats = self.stats
-        done = 0
+        done = sent = nbytes = 0
         for data, peer in datagrams:
             try:
-                if peer is None:
-                    sock.send(data)
-                else:
-                    sock.sendto(data, peer)
+                nbytes += send(data) if peer is None else sendto(data, peer)
+                sent += 1
             except BlockingIOError:
                 stats.tx_full += 1
                 break
             except OSError as e:
                 stats.tx_errors += 1
                 stats.last_error = e.errno or 0
-            else:
-                stats.tx_packets += 1
-                stats.tx_bytes += len(data)
             done += 1
+        stats.tx_packets += sent
+        stats.tx_bytes += nbytes
         return done
 
     def close(self) -> None:
