@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -104,15 +105,19 @@ def test_sweep_removes_namespaces_of_dead_runs(lab: netns.Lab) -> None:
     mine = lab.host("mine")  # a lab open in this process: must survive the sweep
     # A namespace named as if created by a process that no longer exists (pid beyond pid_max),
     # one of a live process (pid 1), and one of this process but of no open lab.
-    stale = f"{netns.PREFIX}4199999-dead00-x"
-    live = f"{netns.PREFIX}1-abc000-x"
-    orphan = f"{netns.PREFIX}{os.getpid()}-0ff0-x"
+    # (Random tokens: parallel runs of this test must not collide; a parallel run's sweep may
+    # remove our stale namespace first, so check that it is gone, not who removed it.)
+    tok = lambda: secrets.token_hex(3)  # noqa: E731
+    stale = f"{netns.PREFIX}4199999-{tok()}-x"
+    live = f"{netns.PREFIX}1-{tok()}-x"
+    orphan = f"{netns.PREFIX}{os.getpid()}-{tok()}-x"
     for ns in (stale, live, orphan):
         netns._run(["ip", "netns", "add", ns], timeout=10)
     try:
         removed = netns.sweep_leftovers()
-        assert {stale, orphan} <= set(removed) and live not in removed and mine.ns not in removed
-        assert live in netns.our_namespaces() and mine.ns in netns.our_namespaces()
+        assert orphan in removed and live not in removed and mine.ns not in removed
+        left = netns.our_namespaces()
+        assert stale not in left and orphan not in left and live in left and mine.ns in left
     finally:
         for ns in (stale, live, orphan):
             netns.delete_namespace(ns)
@@ -134,8 +139,10 @@ def test_background_stop_is_bounded(lab: netns.Lab) -> None:
 
 
 _INTERRUPTED_RUN = """
-import time
+import signal, time
 from tests import netns
+# A shell without job control starts background jobs with SIGINT ignored: undo that here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 with netns.Lab() as lab:
     p = netns.two_hosts(lab)
     p.a.popen(["sleep", "300"], name="sleep")
