@@ -6,6 +6,8 @@
   datagrams from one namespace to a socket in another.
 - UDP receive: ``UdpSocket.recv_batch`` against a bare ``recvmsg`` loop with the same pktinfo
   control message, both draining N queued datagrams.
+- The same with ``gso=True`` on the sender (UDP_SEGMENT) and UDP_GRO on the receiver (the queued
+  datagrams come from GSO sends; the bare loop reads them without GRO, one per call).
 - TUN write: ``TunDevice.write_batch`` against a bare ``os.write`` loop (IPv4/UDP packets delivered
   to the host stack). TUN read: ``read_batch`` against ``os.read``, draining 400 queued packets
   (the device queue holds 500) per round.
@@ -61,11 +63,13 @@ def bench_udp(lab: netns.Lab, n: int, rounds: int) -> list[Row]:
     with p.b.entered():
         rx = udp.UdpSocket.open("192.0.2.2", 4500)
         rx.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)  # queue all n datagrams
+        rx_gro = udp.UdpSocket.open("192.0.2.2", 4501, gro=True)
+        rx_gro.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 256 << 20)
     with p.a.entered():
         tx = udp.UdpSocket.open("192.0.2.1", 0, sndbuf=4 << 20)
     dst = ("192.0.2.2", 4500)
     batch: list[tuple[bytes, udp.Address | None]] = [(PAYLOAD, dst)] * 64
-    with rx, tx:
+    with rx, rx_gro, tx:
         tx.sock.setblocking(True)  # block rather than drop when the send buffer fills (both loops)
 
         def bare_send() -> int:
@@ -108,6 +112,46 @@ def bench_udp(lab: netns.Lab, n: int, rounds: int) -> list[Row]:
                 rounds,
                 lambda: _pps(drain_bare, refill),
                 lambda: _pps(drain_batched, refill),
+            )
+        )
+        # UDP GSO on send (44 x 1400 B per sendmsg here), and GRO on receive of GSO-sent bursts.
+        tx.gso = True
+        rows.append(
+            _compare("udp send 1400 B, GSO", rounds, lambda: _pps(bare_send), lambda: _pps(batched_send))
+        )
+        tx.gso = False
+
+        def refill_gso() -> None:  # GSO bursts to the plain socket, drained one per recvmsg
+            drain_bare()
+            tx.gso = True
+            batched_send()
+            tx.gso = False
+            time.sleep(0.2)
+
+        to_gro: list[tuple[bytes, udp.Address | None]] = [(PAYLOAD, ("192.0.2.2", 4501))] * 64
+
+        def refill_gro() -> None:  # the same bursts to the GRO socket (coalesced on arrival)
+            while rx_gro.recv_batch(1024):
+                pass
+            tx.gso = True
+            done = 0
+            while done < n:
+                done += tx.send_batch(to_gro[: min(64, n - done)])
+            tx.gso = False
+            time.sleep(0.2)
+
+        def drain_gro() -> int:
+            got = 0
+            while b := rx_gro.recv_batch(64):
+                got += len(b)
+            return got
+
+        rows.append(
+            _compare(
+                "udp recv 1400 B, GRO",
+                rounds,
+                lambda: _pps(drain_bare, refill_gso),
+                lambda: _pps(drain_gro, refill_gro),
             )
         )
     return rows

@@ -158,3 +158,57 @@ def test_ipv4_header_checksum_and_errors() -> None:
         raw.destination_of(b"\x60" + bytes(39))
     with pytest.raises(ValueError):
         raw.RawIpSocket.open(256)
+
+
+@pytest.mark.root
+def test_gso_send_and_gro_receive_keep_datagram_boundaries(lab: netns.Lab) -> None:
+    p = netns.two_hosts(lab)
+    with p.b.entered():
+        plain_rx = udp.UdpSocket.open("192.0.2.2", 4500)
+        gro_rx = udp.UdpSocket.open("192.0.2.2", 4501, gro=True)
+    with p.a.entered():
+        tx = udp.UdpSocket.open("192.0.2.1", 0, gso=True)
+        other = udp.UdpSocket.open("192.0.2.1", 0)
+    with plain_rx, gro_rx, tx, other:
+        to_plain, to_gro = ("192.0.2.2", 4500), ("192.0.2.2", 4501)
+        # Runs of equal sizes (a shorter one closes a run), a change of peer, a larger one.
+        sizes = [1000] * 30 + [300] + [1000] * 5 + [1200, 7, 7]
+        batch: list[tuple[bytes, udp.Address | None]] = [
+            (i.to_bytes(2, "big") + bytes([i % 251]) * (n - 2 if n > 2 else 0), to_plain)
+            for i, n in enumerate(sizes)
+        ]
+        batch.insert(10, (b"other-peer", ("192.0.2.2", 4509)))  # nobody listens: still no error
+        assert tx.send_batch(batch) == len(batch)
+        assert tx.stats.tx_gso_sends >= 3 and tx.stats.tx_packets == len(batch) and tx.stats.tx_errors == 0
+        got = _collect(plain_rx.fileno(), plain_rx.recv_batch, len(sizes))
+        assert [g.data for g in got] == [d for d, peer in batch if peer == to_plain]
+
+        # A GRO receiver gets the GSO bursts coalesced and splits them back.
+        burst: list[tuple[bytes, udp.Address | None]] = [(bytes([i]) * 1000, to_gro) for i in range(40)]
+        burst.append((b"tail", to_gro))
+        assert tx.send_batch(burst) == 41
+        got = _collect(gro_rx.fileno(), gro_rx.recv_batch, 41)
+        assert [g.data for g in got] == [d for d, _ in burst]
+        assert {g.local for g in got} == {"192.0.2.2"} and {g.peer for g in got} == {tx.local_address}
+        assert gro_rx.stats.rx_gro_buffers >= 1 and gro_rx.stats.rx_packets == 41
+        # Without GSO on the sender, datagrams arrive one by one on the GRO socket too.
+        assert other.send_batch([(b"single", to_gro)]) == 1
+        (one,) = _collect(gro_rx.fileno(), gro_rx.recv_batch, 1)
+        assert one.data == b"single"
+
+
+@pytest.mark.root
+def test_gso_run_larger_than_the_mtu_falls_back_to_single_sends(lab: netns.Lab) -> None:
+    p = netns.two_hosts(lab, mtu=1280)
+    with p.b.entered():
+        rx = udp.UdpSocket.open("192.0.2.2", 4500)
+    with p.a.entered():
+        tx = udp.UdpSocket.open("192.0.2.1", 0, gso=True)
+    with rx, tx:
+        batch: list[tuple[bytes, udp.Address | None]] = [
+            (bytes([i]) * 1400, ("192.0.2.2", 4500)) for i in range(4)
+        ]
+        assert tx.send_batch(batch) == 4  # segments above the MTU: sent one by one (fragmented)
+        got = _collect(rx.fileno(), rx.recv_batch, 4)
+        assert [g.data for g in got] == [d for d, _ in batch]
+        assert tx.stats.tx_gso_sends == 0 and tx.stats.tx_packets == 4 and tx.gso

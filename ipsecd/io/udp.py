@@ -18,9 +18,11 @@ the TUN capture (see ``ipsecd.io.netlink``).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -33,7 +35,13 @@ IP_PKTINFO = 8  # <linux/in.h>; Python 3.11 has no constant
 IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 MAX_DATAGRAM = 65535
-_CMSG_SPACE = socket.CMSG_SPACE(20)  # room for in_pktinfo (12) or in6_pktinfo (20)
+SOL_UDP = 17
+UDP_SEGMENT = 103  # <linux/udp.h>: UDP GSO, segment size of one sendmsg
+UDP_GRO = 104  # <linux/udp.h>: receive coalesced datagrams with their segment size
+GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS is 64 on older kernels, 128 on newer ones
+GSO_MAX_BYTES = 65000  # payload of one GSO send (stays under the 64 KiB IP packet limit)
+# Room for in_pktinfo (12) or in6_pktinfo (20), and the UDP_GRO segment size (int).
+_CMSG_SPACE = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)
 
 Address = tuple[str, int]
 _MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: "flags & IntFlag" runs Python code (microseconds)
@@ -64,17 +72,19 @@ class UdpStats:
     rx_bytes: int = 0
     rx_errors: int = 0  # errors reported on receive (ICMP unreachable on a connected socket)
     rx_truncated: int = 0  # datagrams larger than the receive buffer: dropped
+    rx_gro_buffers: int = 0  # receives that carried several coalesced datagrams (UDP_GRO)
     tx_packets: int = 0
     tx_bytes: int = 0
     tx_errors: int = 0  # sends that failed (unreachable, refused, too big): dropped
     tx_full: int = 0  # send_batch stopped: socket buffer full (EAGAIN)
+    tx_gso_sends: int = 0  # sendmsg calls that carried several datagrams (UDP_SEGMENT)
     last_error: int = 0  # errno of the latest counted error
 
 
 class UdpSocket:
     """A non-blocking UDP socket of one address family."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, gso: bool = False, gro: bool = False) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.family = sock.family
@@ -84,6 +94,11 @@ class UdpSocket:
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        # gso: send_batch coalesces runs of same-size datagrams to one peer into one sendmsg.
+        self.gso = gso
+        self.gro = gro
+        if gro:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
 
     @classmethod
     def open(
@@ -96,8 +111,15 @@ class UdpSocket:
         rcvbuf: int | None = None,
         sndbuf: int | None = None,
         connect: Address | None = None,
+        gso: bool = False,
+        gro: bool = False,
     ) -> UdpSocket:
-        """Bind to ``address``:``port`` (an IPv6 socket is IPv6-only: open one per family)."""
+        """Bind to ``address``:``port`` (an IPv6 socket is IPv6-only: open one per family).
+
+        ``gso``: ``send_batch`` sends runs of equal-size datagrams to one peer with one UDP GSO
+        ``sendmsg`` (the kernel segments them). ``gro``: the kernel may hand over several
+        datagrams of one flow in one receive; ``recv_batch`` splits them again.
+        """
         ip = ipaddress.ip_address(address)
         fam = socket.AF_INET if ip.version == 4 else socket.AF_INET6
         s = socket.socket(fam, socket.SOCK_DGRAM)
@@ -116,7 +138,7 @@ class UdpSocket:
             s.bind((address, port))
             if connect is not None:
                 s.connect(connect)
-            return cls(s)
+            return cls(s, gso=gso, gro=gro)
         except BaseException:
             s.close()
             raise
@@ -141,7 +163,10 @@ class UdpSocket:
     # --- receive ---------------------------------------------------------------------------------
 
     def recv_batch(self, max_packets: int = 64, bufsize: int = MAX_DATAGRAM) -> list[Datagram]:
-        """Receive up to ``max_packets`` datagrams; stops when none is queued (never blocks)."""
+        """Receive up to ``max_packets`` datagrams; stops when none is queued (never blocks).
+
+        With ``gro`` the last receive may bring up to 63 datagrams more than ``max_packets``.
+        """
         out: list[Datagram] = []
         recvmsg = self.sock.recvmsg
         stats = self.stats
@@ -161,16 +186,26 @@ class UdpSocket:
                 stats.rx_truncated += 1
                 continue
             local = None
-            if anc:
-                # Only IP_PKTINFO / IPV6_PKTINFO are enabled, so the first message is the one.
-                raw = anc[0][2]
+            segment = 0
+            for level, kind, raw in anc:
+                if level == SOL_UDP:
+                    if kind == UDP_GRO and len(raw) >= 4:
+                        segment = int.from_bytes(raw[:4], sys.byteorder)
+                    continue
                 local = cache.get(raw)
                 if local is None:
-                    local = _parse_pktinfo(anc[0][0], anc[0][1], raw)
+                    local = _parse_pktinfo(level, kind, raw)
                     if len(cache) < 256:
                         cache[raw] = local
-            out.append(make(Datagram, (data, peer[:2] if len(peer) > 2 else peer, local)))
+            if len(peer) > 2:
+                peer = peer[:2]
             nbytes += len(data)
+            if 0 < segment < len(data):  # several datagrams coalesced by UDP GRO: split them
+                stats.rx_gro_buffers += 1
+                for off in range(0, len(data), segment):
+                    out.append(make(Datagram, (data[off : off + segment], peer, local)))
+                continue
+            out.append(make(Datagram, (data, peer, local)))
         stats.rx_packets += len(out)
         stats.rx_bytes += nbytes
         return out
@@ -216,7 +251,15 @@ class UdpSocket:
         A datagram the kernel refuses (unreachable, refused, too big) is dropped and counted in
         ``stats.tx_errors``; the batch goes on. Fewer than all are consumed only when the socket
         buffer is full (EAGAIN): the caller may retry the rest when the socket is writable.
+        With ``gso``, runs of datagrams to one peer whose sizes are equal (the last one of a run
+        may be shorter) go out in one ``sendmsg`` with UDP_SEGMENT; the receiver sees ordinary
+        datagrams. A run the kernel refuses as a whole counts as that many errors.
         """
+        if self.gso:
+            return self._send_batch_gso(datagrams)
+        return self._send_plain(datagrams)
+
+    def _send_plain(self, datagrams: Sequence[tuple[bytes, Address | None]]) -> int:
         send, sendto = self.sock.send, self.sock.sendto
         stats = self.stats
         done = sent = nbytes = 0
@@ -233,6 +276,62 @@ class UdpSocket:
             done += 1
         stats.tx_packets += sent
         stats.tx_bytes += nbytes
+        return done
+
+    def _send_batch_gso(self, datagrams: Sequence[tuple[bytes, Address | None]]) -> int:
+        sock = self.sock
+        stats = self.stats
+        n = len(datagrams)
+        done = 0
+        while done < n:
+            first, peer = datagrams[done]
+            size = len(first)
+            end = done + 1
+            total = size
+            # A run: same peer, same size; a shorter datagram may close it (the kernel's rule for
+            # UDP_SEGMENT: every segment but the last has exactly the segment size).
+            while end < n and end - done < GSO_MAX_SEGMENTS and size > 0:
+                data, p = datagrams[end]
+                if p != peer or len(data) > size or total + len(data) > GSO_MAX_BYTES:
+                    break
+                end += 1
+                total += len(data)
+                if len(data) < size:
+                    break
+            count = end - done
+            if count == 1:
+                if self._send_plain(datagrams[done:end]) == 0:
+                    break  # EAGAIN
+                done = end
+                continue
+            payload = b"".join([d for d, _ in datagrams[done:end]])
+            seg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+            try:
+                if peer is None:
+                    sock.sendmsg([payload], seg)
+                else:
+                    sock.sendmsg([payload], seg, 0, peer)
+            except BlockingIOError:
+                stats.tx_full += 1
+                break
+            except OSError as e:
+                if e.errno in (errno.EIO, errno.EINVAL, errno.EMSGSIZE):
+                    # EIO: the device cannot segment UDP (stop trying); EINVAL/EMSGSIZE: segments
+                    # larger than the path MTU. Send this run one datagram at a time instead.
+                    if e.errno == errno.EIO:
+                        self.gso = False
+                    k = self._send_plain(datagrams[done:end])
+                    if k < count:
+                        return done + k
+                    done = end
+                    continue
+                stats.tx_errors += count
+                stats.last_error = e.errno or 0
+            else:
+                stats.tx_gso_sends += 1
+                stats.tx_packets += count
+                stats.tx_bytes += total
+            done = end
         return done
 
     def close(self) -> None:
