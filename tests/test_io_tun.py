@@ -10,7 +10,17 @@ import time
 import pytest
 
 from ipsecd.io.netlink import Netlink, NetlinkOperationError
-from ipsecd.io.tun import TunDevice, TunError
+from ipsecd.io.raw import ipv4_header
+from ipsecd.io.tun import (
+    TUN_F_CSUM,
+    TUN_F_TSO4,
+    TUN_F_TSO6,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VNET_HDR_LEN,
+    TunDevice,
+    TunError,
+    VnetHeader,
+)
 from tests import netns
 
 
@@ -184,3 +194,44 @@ def test_vnet_header_multi_queue_and_busy_names(lab: netns.Lab) -> None:
         pkt = _read_until(vnet, lambda p: len(p) > 10 and p[10] >> 4 == 4)
         # struct virtio_net_hdr (10 bytes) precedes the IPv4 packet.
         assert pkt[10 + 9] == 17 and pkt.endswith(b"payload")
+
+
+def test_vnet_header_codec() -> None:
+    h = VnetHeader(VIRTIO_NET_HDR_F_NEEDS_CSUM, 1, 54, 1448, 34, 16)
+    raw = h.pack()
+    assert len(raw) == VNET_HDR_LEN and raw[:2] == b"\x01\x01" and raw[2:4] == (54).to_bytes(2, "little")
+    assert VnetHeader.parse(raw + b"rest") == h
+    with pytest.raises(ValueError):
+        VnetHeader.parse(b"\x00" * 9)
+
+
+@pytest.mark.root
+def test_checksum_offload_hands_over_partial_checksums(lab: netns.Lab) -> None:
+    h = lab.host("o")
+    h.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+    with h.entered():
+        plain = TunDevice.open("iptp")
+        with pytest.raises(TunError, match="vnet_hdr"):
+            plain.set_offload(TUN_F_CSUM)
+        tun = TunDevice.open("ipto", vnet_hdr=True)
+        tun.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        with Netlink() as nl:
+            nl.add_address("ipto", "10.81.0.1/32")
+            nl.add_route("10.82.0.0/24", dev="ipto")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("10.81.0.1", 7777))
+        sink.settimeout(3)
+    with plain, tun, s, sink:
+        s.sendto(b"offloaded", ("10.82.0.1", 9))
+        pkt = _read_until(tun, lambda p: len(p) > VNET_HDR_LEN + 20 and p[VNET_HDR_LEN + 9] == 17)
+        hdr = VnetHeader.parse(pkt)
+        # The UDP checksum is left to us: it starts after the IPv4 header, field at offset 6.
+        assert hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM and (hdr.csum_start, hdr.csum_offset) == (20, 6)
+        assert pkt.endswith(b"offloaded")
+        # Writing back: a header without flags, then a complete packet for a local socket.
+        body = b"\x9c\x40" + (7777).to_bytes(2, "big") + (8 + 5).to_bytes(2, "big") + b"\x00\x00" + b"hello"
+        packet = ipv4_header("10.82.0.7", "10.81.0.1", 17, len(body)) + body
+        assert tun.write_batch([VnetHeader().pack() + packet]) == 1 and tun.stats.tx_rejected == 0
+        assert sink.recvfrom(100) == (b"hello", ("10.82.0.7", 40000))
+        tun.set_offload(0)

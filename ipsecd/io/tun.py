@@ -28,6 +28,14 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+# TUNSETOFFLOAD flags: what the kernel may hand over unfinished (IFF_VNET_HDR says how).
+TUN_F_CSUM = 0x01  # checksum left to the reader (VIRTIO_NET_HDR_F_NEEDS_CSUM)
+TUN_F_TSO4 = 0x02  # TCP/IPv4 super-packets
+TUN_F_TSO6 = 0x04  # TCP/IPv6 super-packets
+TUN_F_TSO_ECN = 0x08
+TUN_F_USO4 = 0x20  # UDP/IPv4 super-packets
+TUN_F_USO6 = 0x40  # UDP/IPv6 super-packets
 # <linux/sockios.h>
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -40,6 +48,57 @@ MAX_PACKET = 65535
 # struct ifreq { char ifr_name[IFNAMSIZ]; union { short ifr_flags; int ifr_mtu; ... } } (40 bytes)
 _IFREQ_FLAGS = "16sH22x"
 _IFREQ_INT = "16si20x"
+
+
+VNET_HDR_LEN = 10
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 0x01
+VIRTIO_NET_HDR_F_DATA_VALID = 0x02
+VIRTIO_NET_HDR_GSO_NONE = 0
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+VIRTIO_NET_HDR_GSO_UDP = 3
+VIRTIO_NET_HDR_GSO_TCPV6 = 4
+VIRTIO_NET_HDR_GSO_UDP_L4 = 5
+VIRTIO_NET_HDR_GSO_ECN = 0x80
+
+
+@dataclass(frozen=True)
+class VnetHeader:
+    """The header IFF_VNET_HDR puts before every packet (struct virtio_net_hdr of the virtio
+    specification's network device, 10 bytes, little-endian on the machines we run on):
+
+        0        1          2                   4                   6                   8                   10
+        +--------+----------+-------------------+-------------------+-------------------+-------------------+
+        | flags  | gso_type |  hdr_len (le16)   |  gso_size (le16)  | csum_start (le16) | csum_offset (le16)|
+        +--------+----------+-------------------+-------------------+-------------------+-------------------+
+
+    flags: NEEDS_CSUM (the checksum at csum_start + csum_offset still has to be computed over the
+    bytes from csum_start on) or DATA_VALID. gso_type: NONE, or the kind of super-packet that
+    follows, to be cut into gso_size-byte segments after its hdr_len header bytes.
+    """
+
+    flags: int = 0
+    gso_type: int = VIRTIO_NET_HDR_GSO_NONE
+    hdr_len: int = 0
+    gso_size: int = 0
+    csum_start: int = 0
+    csum_offset: int = 0
+
+    @classmethod
+    def parse(cls, data: bytes) -> VnetHeader:
+        if len(data) < VNET_HDR_LEN:
+            raise ValueError(f"virtio_net_hdr needs {VNET_HDR_LEN} bytes, got {len(data)}")
+        return cls(*struct.unpack_from("<BBHHHH", data))
+
+    def pack(self) -> bytes:
+        return struct.pack(
+            "<BBHHHH",
+            self.flags,
+            self.gso_type,
+            self.hdr_len,
+            self.gso_size,
+            self.csum_start,
+            self.csum_offset,
+        )
 
 
 class TunError(OSError):
@@ -134,6 +193,18 @@ class TunDevice:
         if not 68 <= mtu <= MAX_PACKET:
             raise TunError(errno.EINVAL, f"MTU {mtu} out of range 68..{MAX_PACKET}")
         self._ifreq(SIOCSIFMTU, _IFREQ_INT, mtu)
+
+    def set_offload(self, flags: int) -> None:
+        """TUNSETOFFLOAD: let the kernel pass unfinished checksums / super-packets (TUN_F_*).
+
+        Needs ``vnet_hdr``: the header tells the reader what is left to do. 0 turns them off.
+        """
+        if flags and not self.vnet_hdr:
+            raise TunError(errno.EINVAL, f"{self.name}: offloads need a device opened with vnet_hdr=True")
+        try:
+            fcntl.ioctl(self._fd, TUNSETOFFLOAD, flags)
+        except OSError as e:
+            raise TunError(e.errno, f"TUNSETOFFLOAD {flags:#x} on {self.name}: {e.strerror}") from e
 
     def set_up(self, up: bool = True) -> None:
         flags = struct.unpack(_IFREQ_FLAGS, self._ifreq(SIOCGIFFLAGS, _IFREQ_FLAGS, 0))[1]
