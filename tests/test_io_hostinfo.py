@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ipsecd.io.hostinfo import SystemHost, parse_lease_file, parse_resolv_conf
+from ipsecd.io.netlink import ChangeMonitor
 from ipsecd.policy.host import HostEnvironment
 from tests import netns
 
@@ -89,3 +90,28 @@ def test_system_host_in_a_namespace(lab: netns.Lab) -> None:
     by_name = SystemHost(netns=a.ns)
     assert set(by_name.my_addresses()) == set(mine) and by_name.gateways() == gws
     assert SystemHost(netns=p.b.ns).gateways() == ()
+
+
+def _wait_event(mon: ChangeMonitor, kind: str, seen: set[str]) -> None:
+    def got() -> bool:
+        seen.update(mon.drain())
+        return kind in seen
+
+    netns.wait_until(got, 3, what=f"a {kind} event")
+
+
+@pytest.mark.root
+def test_change_monitor_sees_address_and_route_changes(lab: netns.Lab) -> None:
+    h = lab.host("m")
+    with h.entered():
+        mon = ChangeMonitor()
+    with mon:
+        assert mon.drain() == set()  # nothing yet: returns at once
+        seen: set[str] = set()
+        h.add_address("lo", "10.9.9.9/32")
+        _wait_event(mon, "newaddr", seen)
+        h.run("ip route add 10.8.0.0/16 dev lo")
+        _wait_event(mon, "newroute", seen)
+        h.run("ip addr del 10.9.9.9/32 dev lo")
+        _wait_event(mon, "deladdr", seen)
+        assert "overflow" not in seen

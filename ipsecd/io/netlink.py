@@ -13,8 +13,10 @@ into the TUN, while the daemon marks its own UDP sockets with SO_MARK M so they 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -362,3 +364,78 @@ class Netlink:
                 )
             )
         return out
+
+
+# rtnetlink multicast groups (<linux/rtnetlink.h>, RTMGRP_* bit masks).
+RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
+NLMSG_HDR = struct.Struct("=IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
+RTM_NAMES = {16: "newlink", 17: "dellink", 20: "newaddr", 21: "deladdr", 24: "newroute", 25: "delroute"}
+
+
+class ChangeMonitor:
+    """Tells when links, addresses or routes changed (so ``me``, gateways... must be re-read).
+
+    A non-blocking rtnetlink socket subscribed to the link, address and route groups; the daemon
+    watches ``fileno()`` and calls ``drain()``, which returns the kinds of change seen (e.g.
+    ``{"newaddr"}``) and never blocks. Messages are only classified by type, not parsed: the
+    facts themselves are re-read through ``Netlink``/``SystemHost``. If the socket buffer
+    overflowed (ENOBUFS), events were lost and ``drain()`` reports ``{"overflow"}``: re-read all.
+    """
+
+    def __init__(
+        self,
+        groups: int = RTMGRP_LINK
+        | RTMGRP_IPV4_IFADDR
+        | RTMGRP_IPV6_IFADDR
+        | RTMGRP_IPV4_ROUTE
+        | RTMGRP_IPV6_ROUTE,
+    ) -> None:
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE
+        )
+        try:
+            self.sock.bind((0, groups))
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self, max_reads: int = 256) -> set[str]:
+        seen: set[str] = set()
+        for _ in range(max_reads):
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    seen.add("overflow")
+                    continue
+                raise
+            off = 0
+            while off + NLMSG_HDR.size <= len(data):
+                length, kind, _flags, _seq, _pid = NLMSG_HDR.unpack_from(data, off)
+                if length < NLMSG_HDR.size:
+                    break  # malformed: stop reading this datagram
+                name = RTM_NAMES.get(kind)
+                if name:
+                    seen.add(name)
+                off += (length + 3) & ~3  # NLMSG_ALIGN
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> ChangeMonitor:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
