@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
-from types import FrameType
 
 import pytest
 
@@ -23,19 +20,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    # Turn SIGTERM into KeyboardInterrupt so context managers and fixture finalizers still run.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    ):
-        signal.signal(signal.SIGTERM, _sigterm)
+    # Namespaces left by a run killed by SIGTERM or SIGKILL (their creating process is gone).
+    # No SIGTERM handler is installed here on purpose: tests of the daemon's own signal handling
+    # expect the default one.
     if netns.is_root():
-        # Namespaces left by a run that was SIGKILLed (their creating process is gone).
         netns.sweep_leftovers()
 
 
