@@ -36,6 +36,8 @@ MAIN_TABLE = 254
 FIB_RULE_INVERT = 0x2  # <linux/fib_rules.h>
 IFA_F_DADFAILED = 0x08  # <linux/if_addr.h>
 IFA_F_TENTATIVE = 0x40
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
 RTN_UNICAST = 1
 
@@ -49,8 +51,9 @@ class Address:
     ifname: str
     index: int
     interface: IPInterface  # address with its prefix length
-    scope: int
+    scope: int  # RT_SCOPE_*: 0 universe (global), 253 link, 254 host
     flags: int
+    broadcast: ipaddress.IPv4Address | None = None  # IFA_BROADCAST (IPv4 only)
 
     @property
     def ip(self) -> IPAddr:
@@ -187,6 +190,7 @@ class Netlink:
             if raw is None:
                 continue
             flags = _attr(m, "IFA_FLAGS")
+            brd = _attr(m, "IFA_BROADCAST")
             out.append(
                 Address(
                     name,
@@ -194,6 +198,7 @@ class Netlink:
                     ipaddress.ip_interface(f"{raw}/{m['prefixlen']}"),
                     int(m["scope"]),
                     int(flags if flags is not None else m["flags"]),
+                    ipaddress.IPv4Address(brd) if brd else None,
                 )
             )
         return out
