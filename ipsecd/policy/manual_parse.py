@@ -276,7 +276,7 @@ def _state_id_words(w: _Words, values: dict[str, object], kw: str, at: int) -> N
         values[kw] = w.choice("the IPsec protocol", XfrmProto)
     else:
         values[kw] = w.number("the SPI", 0, U32)
-        values["spi@"] = at
+        values["spi@"] = w.i - 1
 
 
 def _check_spi(w: _Words, values: dict[str, object]) -> None:
