@@ -48,6 +48,7 @@ class _Words:
         self.words = list(words)
         self.i = 0
         self.offset = offset  # words before these in the user's command line (for numbering)
+        self.secrets: set[int] = set()  # indexes of key words: never echoed
 
     def more(self) -> bool:
         return self.i < len(self.words)
@@ -57,14 +58,18 @@ class _Words:
 
     def fail(self, message: str, at: int | None = None) -> ManualError:
         i = self.i if at is None else at
+        if i in self.secrets:
+            return self.secret_fail(i, message)
         if i < len(self.words):
             return ManualError(f"word {i + 1 + self.offset} {self.words[i]!r}: {message}")
         return ManualError(f"at the end: {message}")
 
     def take(self, what: str) -> str:
         if not self.more():
-            prev = self.words[self.i - 1] if self.i else ""
-            raise ManualError(f"after {prev!r}: expected {what}" if prev else f"expected {what}")
+            if not self.i:
+                raise ManualError(f"expected {what}")
+            prev = "the key" if self.i - 1 in self.secrets else repr(self.words[self.i - 1])
+            raise ManualError(f"after {prev}: expected {what}")
         w = self.words[self.i]
         self.i += 1
         return w
@@ -74,6 +79,7 @@ class _Words:
         if not self.more():
             raise ManualError(f"after {self.words[self.i - 1]!r}: expected {what}")
         self.i += 1
+        self.secrets.add(self.i - 1)
         return self.words[self.i - 1], self.i - 1
 
     def secret_fail(self, at: int, message: str) -> ManualError:
@@ -256,7 +262,7 @@ def _algo(w: _Words, kind: str) -> Algo:
         bits_at = w.i
         bits = w.number(f"the {what}", 0, 4096)
         if bits != spec.bits:
-            raise w.fail(f"{name}: ipsecd supports a {what} of {spec.bits} only", bits_at)
+            raise w.fail(f"{name}: the only {what} ipsecd supports is {spec.bits}", bits_at)
     elif kind == "auth" and spec.legacy_bits:
         raise w.fail(
             f"plain 'auth {name}' truncates to {spec.legacy_bits} bits on Linux, which ipsecd does not "
