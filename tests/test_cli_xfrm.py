@@ -208,7 +208,7 @@ def test_store_add_list_del_flush(tmp_path: Path) -> None:
     assert ctl(c, "state del dst 192.0.2.2 proto esp spi 0x1001")[0] == 0
     assert ctl(c, "policy del src 10.1.0.0/16 dst 10.2.0.0/16 dir out")[0] == 0
     code, out, _ = ctl(c, "state flush")
-    assert code == 0 and "flushed 1 states" in out
+    assert code == 0 and "flushed 1 states from the store" in out
     store_now = load_store(store)
     assert store_now.xfrm_states == () and store_now.xfrm_policies == ()
     # a duplicate is refused by the loader, nothing written
@@ -249,6 +249,12 @@ def test_persist_writes_store_and_daemon(tmp_path: Path) -> None:
         code, _, err = ctl(c, ADD.replace("192.0.2.1", "192.0.2.7"))  # same (dst, proto, spi)
         assert code == 1 and "duplicate state" in err and len(engine.requests) == n
         assert f.read_text() == snapshot
+        # del of an SA the daemon has but the store does not: the daemon's is deleted
+        code, out, _ = ctl(c, "state del dst 192.0.2.2 proto esp spi 0x1001")
+        assert code == 0 and out == (
+            "deleted 1 state in ipsecd; state dst 192.0.2.2 proto esp spi 0x00001001 was not in the store\n"
+        )
+        assert second.key not in engine.states and f.read_text() == snapshot
     # no daemon: the store is written and a note says when it applies
     code, out, _ = ctl(f"--persist --control {tmp_path / 'gone.sock'} --config {store} xfrm", "state flush")
     assert code == 0 and "ipsecd is not reachable" in out and load_store(store).xfrm_states == ()

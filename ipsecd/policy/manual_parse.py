@@ -10,6 +10,7 @@ import contextlib
 import enum
 import ipaddress
 from collections.abc import Sequence
+from typing import TypeVar
 
 from ipsecd.policy.manual_model import (
     _SPECS,
@@ -38,6 +39,8 @@ from ipsecd.policy.manual_model import (
     XfrmProto,
     XfrmSelector,
 )
+
+T = TypeVar("T")
 
 
 # -- the word cursor ---------------------------------------------------------------------------
@@ -442,6 +445,18 @@ def parse_state_id(words: Sequence[str], offset: int = 0) -> StateId:
 
 
 # -- policies ----------------------------------------------------------------------------------
+def _get(v: dict[str, object], key: str, kind: type[T], default: T) -> T:
+    value = v.get(key, default)
+    assert isinstance(value, kind)
+    return value
+
+
+def _opt_address(v: dict[str, object], key: str) -> IPAddress | None:
+    value = v.get(key)
+    assert value is None or isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address)
+    return value
+
+
 def _template(w: _Words) -> Template:
     v: dict[str, object] = {}
     start = w.i
@@ -465,13 +480,13 @@ def _template(w: _Words) -> Template:
     if v.get("spi"):
         _check_spi(w, v)
     t = Template(
-        proto=v["proto"],  # type: ignore[arg-type]
-        src=v.get("src"),  # type: ignore[arg-type]
-        dst=v.get("dst"),  # type: ignore[arg-type]
-        spi=v.get("spi", 0),  # type: ignore[arg-type]
-        mode=v.get("mode", XfrmMode.TRANSPORT),  # type: ignore[arg-type]
-        reqid=v.get("reqid", 0),  # type: ignore[arg-type]
-        level=v.get("level", TmplLevel.REQUIRED),  # type: ignore[arg-type]
+        proto=_get(v, "proto", XfrmProto, XfrmProto.ESP),
+        src=_opt_address(v, "src"),
+        dst=_opt_address(v, "dst"),
+        spi=_get(v, "spi", int, 0),
+        mode=_get(v, "mode", XfrmMode, XfrmMode.TRANSPORT),
+        reqid=_get(v, "reqid", int, 0),
+        level=_get(v, "level", TmplLevel, TmplLevel.REQUIRED),
     )
     if t.mode is XfrmMode.TUNNEL and (t.src is None or t.dst is None):
         raise w.fail("a tunnel-mode tmpl needs src and dst (the tunnel endpoints)", start - 1)
@@ -519,14 +534,13 @@ def parse_policy(words: Sequence[str], offset: int = 0) -> ManualPolicy:
     sel = _build_selector(w, v, "a policy")
     if "dir" not in v:
         raise ManualError("a policy needs dir out|in|fwd")
-    action = v.get("action", PolicyAction.ALLOW)
-    if action is PolicyAction.BLOCK and tmpls:
+    if v.get("action") is PolicyAction.BLOCK and tmpls:
         raise ManualError("a block policy takes no tmpl")
     return ManualPolicy(
         sel,
-        v["dir"],  # type: ignore[arg-type]
-        action,  # type: ignore[arg-type]
-        v.get("priority", 0),  # type: ignore[arg-type]
+        _get(v, "dir", PolicyDir, PolicyDir.OUT),
+        _get(v, "action", PolicyAction, PolicyAction.ALLOW),
+        _get(v, "priority", int, 0),
         tuple(tmpls),
     )
 
@@ -538,4 +552,4 @@ def parse_policy_id(words: Sequence[str], offset: int = 0) -> PolicyId:
     sel = _build_selector(w, v, "policy del")
     if "dir" not in v:
         raise ManualError("policy del needs dir out|in|fwd")
-    return PolicyId(sel, v["dir"])  # type: ignore[arg-type]
+    return PolicyId(sel, _get(v, "dir", PolicyDir, PolicyDir.OUT))
