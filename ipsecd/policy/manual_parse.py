@@ -256,8 +256,8 @@ def _algo(w: _Words, kind: str) -> Algo:
     key = _key(w, f"the {name} key")
     if len(key) not in spec.key_sizes:
         salt = " (the cipher key followed by the 4-byte salt)" if kind == "aead" else ""
-        raise ManualError(
-            f"{kind} {name}: the key must be {_sizes(spec.key_sizes)} bytes{salt}, not {len(key)}"
+        raise w.secret_fail(
+            w.i - 1, f"{kind} {name}: the key must be {_sizes(spec.key_sizes)} bytes{salt}, not {len(key)}"
         )
     bits = spec.bits
     if kind in ("aead", "auth-trunc"):
