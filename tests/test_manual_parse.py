@@ -348,6 +348,15 @@ ERRORS = [
         "tmpl src and dst are not of the same",
     ),
     (
+        "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl src 2001:db8::1 dst 2001:db8::2 proto esp",
+        "tmpl 1: a transport-mode tmpl's addresses must be IPv4 like the traffic it carries",
+    ),
+    (
+        "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl src 2001:db8::1 dst 2001:db8::2 proto esp "
+        "mode tunnel tmpl src 10.0.0.1 dst 10.0.0.2 proto ah",
+        "tmpl 2: a transport-mode tmpl's addresses must be IPv6",
+    ),
+    (
         "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl proto esp level optional",
         "expected the level: required or use",
     ),
@@ -534,9 +543,11 @@ def _policies(draw: st.DrawFn) -> ManualPolicy:
     action = draw(st.sampled_from(PolicyAction))
     tmpls = []
     if action is PolicyAction.ALLOW:
+        family = sel.src.version
         for _ in range(draw(st.integers(0, 6))):
             mode = draw(st.sampled_from(XfrmMode))
-            v6 = draw(st.booleans())
+            v6 = draw(st.booleans()) if mode is XfrmMode.TUNNEL else family == 6
+            family = 6 if v6 else 4
             need = mode is XfrmMode.TUNNEL or draw(st.booleans())
             a = draw(_v6 if v6 else _v4) if need else None
             b = draw(_v6 if v6 else _v4) if need else None

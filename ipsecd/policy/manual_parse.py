@@ -536,6 +536,16 @@ def parse_policy(words: Sequence[str], offset: int = 0) -> ManualPolicy:
         raise ManualError("a policy needs dir out|in|fwd")
     if v.get("action") is PolicyAction.BLOCK and tmpls:
         raise ManualError("a block policy takes no tmpl")
+    # Transport mode keeps the addresses of the layer inside it: the selector's family, or the
+    # outer family of the tunnel-mode template before it (RFC 4301 section 4.1).
+    family = sel.src.version
+    for i, t in enumerate(tmpls):
+        if t.mode is XfrmMode.TUNNEL and t.dst is not None:
+            family = t.dst.version
+        elif t.dst is not None and t.dst.version != family:
+            raise ManualError(
+                f"tmpl {i + 1}: a transport-mode tmpl's addresses must be IPv{family} like the traffic it carries"
+            )
     return ManualPolicy(
         sel,
         _get(v, "dir", PolicyDir, PolicyDir.OUT),
