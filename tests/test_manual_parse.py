@@ -182,7 +182,9 @@ def test_defaults() -> None:
 
 
 def test_selector_ports_zero_mean_any_and_icmp() -> None:
-    s = state(f"{ID} aead rfc4106(gcm(aes)) {K20} 128 sel src ::/0 dst 2001:db8::/32 proto ipv6-icmp")
+    s = state(
+        f"{ID} mode tunnel aead rfc4106(gcm(aes)) {K20} 128 sel src ::/0 dst 2001:db8::/32 proto ipv6-icmp"
+    )
     (sel,) = s.to_sa_params().selectors
     assert sel.protocol == 58 and sel.src_ports == (0, 65535) and sel.dst_ports == (0, 65535)
     assert "proto ipv6-icmp" in render_state(state_to_json(s))
@@ -357,6 +359,17 @@ ERRORS = [
         "tmpl 2: a transport-mode tmpl's addresses must be IPv6",
     ),
     (
+        "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl src 0.0.0.0 dst 10.0.0.2 proto esp mode tunnel",
+        "tunnel endpoint 0.0.0.0 must be a unicast address",
+    ),
+    (
+        "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl src 10.0.0.1 dst 10.0.0.2 proto esp mode tunnel "
+        "level use",
+        "tmpl 1: level use needs mode transport in an out policy",
+    ),
+    ("state add src 0.0.0.0 dst 10.0.0.2 proto esp spi 0x1000 mode tunnel", "needs unicast src and dst"),
+    (f"state add {ID} {AEAD} sel src ::/0 dst ::/0", "sel: a transport-mode state carries IPv4 traffic only"),
+    (
         "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl proto esp level optional",
         "expected the level: required or use",
     ),
@@ -414,7 +427,7 @@ def test_render_layout() -> None:
     p = parse_policy(shlex.split("src 10.1.0.0/16 dst 10.2.0.0/16 dir out action block priority 9"))
     assert render_policy(policy_to_json(p)).splitlines() == [
         "src 10.1.0.0/16 dst 10.2.0.0/16",
-        "\tdir out priority 9 action block",
+        "\tdir out action block priority 9",
     ]
 
 
@@ -446,6 +459,8 @@ def test_command_verbs_and_ids() -> None:
 # -- round trips -------------------------------------------------------------------------------
 _v4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
 _v6 = st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)
+_unicast4 = _v4.filter(lambda a: not (a.is_unspecified or a.is_multicast))
+_unicast6 = _v6.filter(lambda a: not (a.is_unspecified or a.is_multicast))
 
 
 @st.composite
@@ -494,7 +509,7 @@ _AUTHS = [
 @st.composite
 def _states(draw: st.DrawFn) -> ManualState:
     v6 = draw(st.booleans())
-    src, dst = draw(_v6 if v6 else _v4), draw(_v6 if v6 else _v4)
+    src, dst = draw(_unicast6 if v6 else _unicast4), draw(_unicast6 if v6 else _unicast4)
     proto = draw(st.sampled_from(XfrmProto))
     aead = enc = auth = None
     if proto is XfrmProto.ESP:
@@ -516,6 +531,10 @@ def _states(draw: st.DrawFn) -> ManualState:
     for i in (0, 2, 4):  # soft <= hard when both are set
         if lim[i] and lim[i + 1] and lim[i] > lim[i + 1]:
             lim[i], lim[i + 1] = lim[i + 1], lim[i]
+    mode = draw(st.sampled_from(XfrmMode))
+    sel = draw(st.none() | _selectors())
+    if sel is not None and mode is XfrmMode.TRANSPORT and sel.src.version != src.version:
+        sel = None  # Linux (and ipsecd) keep the family in transport mode
     encap = None
     if proto is XfrmProto.ESP and draw(st.booleans()):
         encap = Encap(draw(st.integers(1, 65535)), draw(st.integers(1, 65535)), draw(_v4 | _v6))
@@ -524,7 +543,7 @@ def _states(draw: st.DrawFn) -> ManualState:
         dst,
         proto,
         draw(st.integers(256, 2**32 - 1)),
-        draw(st.sampled_from(XfrmMode)),
+        mode,
         draw(st.integers(0, 2**32 - 1)),
         aead,
         enc,
@@ -532,7 +551,7 @@ def _states(draw: st.DrawFn) -> ManualState:
         32 * draw(st.integers(1, 128)),
         draw(st.booleans()),
         encap,
-        draw(st.none() | _selectors()),
+        sel,
         Limits(*lim),
     )
 
@@ -541,6 +560,7 @@ def _states(draw: st.DrawFn) -> ManualState:
 def _policies(draw: st.DrawFn) -> ManualPolicy:
     sel = draw(_selectors())
     action = draw(st.sampled_from(PolicyAction))
+    direction = draw(st.sampled_from(PolicyDir))
     tmpls = []
     if action is PolicyAction.ALLOW:
         family = sel.src.version
@@ -549,9 +569,13 @@ def _policies(draw: st.DrawFn) -> ManualPolicy:
             v6 = draw(st.booleans()) if mode is XfrmMode.TUNNEL else family == 6
             family = 6 if v6 else 4
             need = mode is XfrmMode.TUNNEL or draw(st.booleans())
-            a = draw(_v6 if v6 else _v4) if need else None
-            b = draw(_v6 if v6 else _v4) if need else None
+            pool = _unicast6 if v6 else _unicast4
+            a = draw(pool) if need else None
+            b = draw(pool) if need else None
             spi = draw(st.just(0) | st.integers(256, 2**32 - 1))
+            level = draw(st.sampled_from(TmplLevel))
+            if direction is PolicyDir.OUT and mode is XfrmMode.TUNNEL:
+                level = TmplLevel.REQUIRED  # Linux (and ipsecd) refuse optional tunnels on output
             tmpls.append(
                 Template(
                     draw(st.sampled_from(XfrmProto)),
@@ -560,12 +584,10 @@ def _policies(draw: st.DrawFn) -> ManualPolicy:
                     spi,
                     mode,
                     draw(st.integers(0, 2**32 - 1)),
-                    draw(st.sampled_from(TmplLevel)),
+                    level,
                 )
             )
-    return ManualPolicy(
-        sel, draw(st.sampled_from(PolicyDir)), action, draw(st.integers(0, 2**32 - 1)), tuple(tmpls)
-    )
+    return ManualPolicy(sel, direction, action, draw(st.integers(0, 2**32 - 1)), tuple(tmpls))
 
 
 @settings(max_examples=300, deadline=None)

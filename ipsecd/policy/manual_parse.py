@@ -390,6 +390,15 @@ def _make_state(v: dict[str, object], algos: dict[str, Algo], limits: dict[str, 
     assert isinstance(proto, XfrmProto) and isinstance(spi, int)
     if src.version != dst.version:
         raise ManualError(f"src {src} and dst {dst} are not of the same address family")
+    if v.get("mode") is XfrmMode.TUNNEL and (src.is_unspecified or dst.is_unspecified):
+        raise ManualError("a tunnel-mode state needs unicast src and dst (the tunnel endpoints)")
+    sel = v.get("sel")
+    if (
+        v.get("mode") is not XfrmMode.TUNNEL
+        and isinstance(sel, XfrmSelector)
+        and sel.src.version != src.version
+    ):
+        raise ManualError(f"sel: a transport-mode state carries IPv{src.version} traffic only (as on Linux)")
     aead, enc, auth = algos.get("aead"), algos.get("enc"), algos.get("auth")
     if proto is XfrmProto.AH:
         if aead is not None or enc is not None:
@@ -415,7 +424,7 @@ def _make_state(v: dict[str, object], algos: dict[str, Algo], limits: dict[str, 
     mode = v.get("mode", XfrmMode.TRANSPORT)
     reqid = v.get("reqid", 0)
     window = v.get("replay-window", DEFAULT_REPLAY_WINDOW)
-    encap, sel = v.get("encap"), v.get("sel")
+    encap = v.get("encap")
     assert isinstance(mode, XfrmMode) and isinstance(reqid, int) and isinstance(window, int)
     assert encap is None or isinstance(encap, Encap)
     assert sel is None or isinstance(sel, XfrmSelector)
@@ -490,6 +499,9 @@ def _template(w: _Words) -> Template:
     )
     if t.mode is XfrmMode.TUNNEL and (t.src is None or t.dst is None):
         raise w.fail("a tunnel-mode tmpl needs src and dst (the tunnel endpoints)", start - 1)
+    for a in (t.src, t.dst) if t.mode is XfrmMode.TUNNEL else ():
+        if a is not None and (a.is_unspecified or a.is_multicast):
+            raise w.fail(f"tunnel endpoint {a} must be a unicast address", start - 1)
     if t.src is not None and t.dst is not None and t.src.version != t.dst.version:
         raise w.fail("tmpl src and dst are not of the same address family", start - 1)
     return t
@@ -539,7 +551,10 @@ def parse_policy(words: Sequence[str], offset: int = 0) -> ManualPolicy:
     # Transport mode keeps the addresses of the layer inside it: the selector's family, or the
     # outer family of the tunnel-mode template before it (RFC 4301 section 4.1).
     family = sel.src.version
+    direction = _get(v, "dir", PolicyDir, PolicyDir.OUT)
     for i, t in enumerate(tmpls):
+        if direction is PolicyDir.OUT and t.level is TmplLevel.USE and t.mode is not XfrmMode.TRANSPORT:
+            raise ManualError(f"tmpl {i + 1}: level use needs mode transport in an out policy (as on Linux)")
         if t.mode is XfrmMode.TUNNEL and t.dst is not None:
             family = t.dst.version
         elif t.dst is not None and t.dst.version != family:

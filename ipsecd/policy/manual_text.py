@@ -249,9 +249,8 @@ def render_state(d: Mapping[str, Any]) -> str:
 
 def render_policy(d: Mapping[str, Any]) -> str:
     """One policy in the layout of ``ip xfrm policy list``."""
-    lines = [_sel_text(d), f"\tdir {d['dir']} priority {d['priority']}"]
-    if d.get("action") == "block":
-        lines[-1] += " action block"
+    block = " action block" if d.get("action") == "block" else ""
+    lines = [_sel_text(d), f"\tdir {d['dir']}{block} priority {d['priority']}"]
     for t in d.get("tmpls") or ():
         ends = " ".join(f"{k} {t[k]}" for k in ("src", "dst") if t.get(k))
         lines.append(f"\ttmpl {ends}".rstrip())
