@@ -216,6 +216,27 @@ def test_every_policy_option() -> None:
     assert block.action is PolicyAction.BLOCK and block.tmpls == ()
 
 
+def test_commands_from_tutorials_paste() -> None:
+    """Typical hand-keyed ip xfrm commands, as tutorials write them (ptype main, short names)."""
+    s = parse_xfrm_command(
+        shlex.split(
+            "state add src 192.168.1.1 dst 192.168.1.2 proto esp spi 0x00000301 mode tunnel "
+            "auth md5 0x96358c90783bbfa3d7b196ceabe0536b "
+            "enc des3_ede 0xf6ddb555acfd9d77b03ea3843f2653255afe8eb5573965df"
+        )
+    ).payload
+    assert isinstance(s, ManualState) and s.enc is not None and s.enc.name == "cbc(des3_ede)"
+    p = parse_xfrm_command(
+        shlex.split(
+            "policy add src 192.168.1.1 dst 192.168.1.2 dir out ptype main "
+            "tmpl src 192.168.1.1 dst 192.168.1.2 proto esp mode tunnel"
+        )
+    ).payload
+    assert isinstance(p, ManualPolicy) and p.tmpls[0].matches(s)
+    d = parse_xfrm_command(shlex.split("policy delete src 192.168.1.1/32 dst 192.168.1.2 dir out ptype main"))
+    assert d.payload == p.key
+
+
 def test_template_matching() -> None:
     s = state(f"{ID} mode tunnel reqid 5 aead rfc4106(gcm(aes)) {K20} 128")
     a1, a2 = ipaddress.ip_address("192.0.2.1"), ipaddress.ip_address("192.0.2.2")
@@ -375,10 +396,8 @@ ERRORS = [
     ),
     ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out tmpl proto esp priority 3", "unknown word in tmpl"),
     ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out " + "tmpl proto esp " * 7, "at most 6 templates"),
-    (
-        "policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out ptype main",
-        "word 9 'ptype': not supported by ipsecd",
-    ),
+    ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out ptype sub", "word 10 'sub': only ptype main"),
+    ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out index 8", "word 9 'index': not supported by ipsecd"),
     ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 dir out dir in", "dir given twice"),
     ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 dport 22 dir out", "dport needs proto tcp"),
     ("policy add src 10.0.0.0/8 dst 10.1.0.0/16 proto 256 dir out", "expected the upper-layer protocol"),

@@ -162,7 +162,6 @@ UNSUPPORTED = {
     "comp",
     "dev",
     "index",
-    "ptype",
     "type",
     "code",
     "key",
@@ -525,6 +524,9 @@ def _policy_words(w: _Words, want_tmpl: bool) -> tuple[dict[str, object], list[T
             v["action"] = w.choice("the action", PolicyAction)
         elif want_tmpl and kw == "priority":
             v["priority"] = w.number("the priority", 0, U32)
+        elif kw == "ptype":  # "main" is the only policy type, and the default (tutorials write it)
+            if w.take("the policy type").lower() != "main":
+                raise w.fail("only ptype main is supported", w.i - 1)
         elif want_tmpl and kw == "tmpl":
             if len(tmpls) == MAX_TEMPLATES:
                 raise w.fail(f"at most {MAX_TEMPLATES} templates", at)
