@@ -567,7 +567,7 @@ def _states(draw: st.DrawFn) -> ManualState:
         aead,
         enc,
         auth,
-        32 * draw(st.integers(1, 128)),
+        draw(st.sampled_from([32, 64, 128, 4096]) | st.integers(1, 128).map(lambda n: 32 * n)),
         draw(st.booleans()),
         encap,
         sel,

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipsecd.policy.manual_model import (
-    DEFAULT_REPLAY_WINDOW,
     LIMIT_WORDS,
     Algo,
     ManualError,
@@ -73,9 +72,8 @@ def state_words(s: ManualState, keys: bool = True) -> list[str]:
     out = ["src", str(s.src), "dst", str(s.dst), "proto", s.proto.value, "spi", _hex(s.spi)]
     if s.reqid:
         out += ["reqid", str(s.reqid)]
-    out += ["mode", s.mode.value]
-    if s.replay_window != DEFAULT_REPLAY_WINDOW:
-        out += ["replay-window", str(s.replay_window)]
+    # Always explicit: ip xfrm's own default is 0 (no anti-replay), ipsecd's is 64.
+    out += ["mode", s.mode.value, "replay-window", str(s.replay_window)]
     if s.esn:
         out += ["flag", "esn"]
     for a in (s.aead, s.enc, s.auth):
