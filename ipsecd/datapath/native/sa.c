@@ -217,8 +217,8 @@ static unsigned tos_of(const unsigned char *p)
     return ((p[0] & 0x0Fu) << 4) | (p[1] >> 4);
 }
 
-int nat_sa_protect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
-                   size_t *outlen)
+static int protect_one(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
+                       size_t *outlen)
 {
     int version, rc;
     uint64_t seq;
@@ -307,8 +307,8 @@ static int replay_check(struct nat_sa *sa, uint32_t seql, uint64_t *seq)
     return V_OK;
 }
 
-int nat_sa_unprotect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
-                     size_t *outlen)
+static int unprotect_one(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out,
+                         size_t cap, size_t *outlen)
 {
     int version, inner_version, rc;
     size_t nh_off, off, pos, inner_len, result_len;
@@ -414,4 +414,23 @@ int nat_sa_unprotect(struct nat_sa *sa, const unsigned char *in, size_t n, unsig
     *outlen = result_len;
     deliver(sa, result_len);
     return V_OK;
+}
+
+/* Each dropped packet moves exactly one counter (docs/datapath.md section 8). */
+int nat_sa_protect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
+                   size_t *outlen)
+{
+    int v = protect_one(sa, in, n, out, cap, outlen);
+    if (v != V_OK)
+        sa->counters[v]++;
+    return v;
+}
+
+int nat_sa_unprotect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
+                     size_t *outlen)
+{
+    int v = unprotect_one(sa, in, n, out, cap, outlen);
+    if (v != V_OK)
+        sa->counters[v]++;
+    return v;
 }
