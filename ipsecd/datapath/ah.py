@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import hmac
 import struct
 
 from ipsecd.datapath.counters import DropReason
+from ipsecd.datapath.esp import integrity_icv
 from ipsecd.datapath.ipheader import EXT_DEST_OPTS, EXT_HOP_BY_HOP, EXT_ROUTING, Drop
-from ipsecd.datapath.sa import SAParams
+from ipsecd.datapath.sa import IntegAlg, SAParams
 
 AH_FIXED = 12
 # RFC 4302 section 3.3.3.1.1.2: immutable IPv4 options (EOL, NOP, security options, router alert, SDMD)
@@ -102,7 +102,7 @@ class AhCrypto:
         self.spi = params.spi
         self.esn = params.esn
         self.key = params.integ_key
-        self.hash_name = params.integ_info.hash_name
+        self.alg = IntegAlg(params.integ_alg)
         self.icv_len = params.integ_info.icv_len
 
     def icv(self, packet: bytes | bytearray, version: int, ah_off: int, seq: int) -> bytes:
@@ -116,4 +116,4 @@ class AhCrypto:
             _zero_ipv6(buf, ah_off)
         if self.esn:  # RFC 4302 section 2.5.1: the high-order 32 bits are appended for the ICV only
             buf += (seq >> 32).to_bytes(4, "big")
-        return hmac.digest(self.key, bytes(buf), self.hash_name)[: self.icv_len]
+        return integrity_icv(self.alg, self.key, bytes(buf))

@@ -26,10 +26,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from ipsecd.datapath.counters import DropReason
 from ipsecd.datapath.ipheader import Drop
-from ipsecd.datapath.sa import SALT_LEN, EncAlg, SAParams
+from ipsecd.datapath.sa import INTEG_INFO, SALT_LEN, EncAlg, IntegAlg, SAParams
 
 MASK32 = 0xFFFFFFFF
 _PADDING = bytes(range(1, 256))
+
+
+def integrity_icv(alg: IntegAlg, key: bytes, data: bytes) -> bytes:
+    """HMAC truncated to the algorithm's ICV length (RFC 2404 section 2, RFC 4868 section 2.3)."""
+    info = INTEG_INFO[alg]
+    return hmac.digest(key, data, info.hash_name)[: info.icv_len]
 
 
 def padding(payload_len: int, align: int) -> bytes:
@@ -89,7 +95,7 @@ class EspCrypto:
         self.align = info.align
         self.icv_len = params.icv_len
         self.alg = EncAlg(params.enc_alg)
-        self.hash_name = params.integ_info.hash_name
+        self.integ_alg = IntegAlg(params.integ_alg)
         self.integ_key = params.integ_key
         self._aead: AESGCM | ChaCha20Poly1305 | None = None
         self._cbc: _CbcCipher | None = None
@@ -114,25 +120,30 @@ class EspCrypto:
             return self.spi_bytes + seq.to_bytes(8, "big")
         return self._header(seq)
 
-    def seal(self, seq: int, payload: bytes, next_header: int) -> bytes:
-        """The ESP packet (header through ICV) carrying `payload` with sequence number `seq`."""
+    def seal(self, seq: int, payload: bytes, next_header: int, iv: bytes | None = None) -> bytes:
+        """The ESP packet (header through ICV) carrying `payload` with sequence number `seq`.
+
+        `iv` overrides the deterministic IV of docs/datapath.md section 3 (published test vectors only).
+        """
         pad = padding(len(payload), self.align)
         plain = payload + pad + bytes((len(pad), next_header))
         header = self._header(seq)
         if self._aead is not None:
-            iv = seq.to_bytes(8, "big")  # docs/datapath.md section 3: IV = 64-bit sequence number
+            if iv is None:
+                iv = seq.to_bytes(8, "big")  # docs/datapath.md section 3: IV = 64-bit sequence number
             nonce = self.salt + iv
             if self.gmac:  # RFC 4543 section 3.3: everything authenticated, nothing encrypted
                 tag = self._aead.encrypt(nonce, b"", self._aad(seq) + iv + plain)
                 return header + iv + plain + tag
             return header + iv + self._aead.encrypt(nonce, plain, self._aad(seq))
         if self._cbc is not None:
-            iv = self._cbc.iv(seq)
+            if iv is None:
+                iv = self._cbc.iv(seq)
             body = header + iv + self._cbc.encrypt(iv, plain)
         else:
             body = header + plain
         mac_input = body + (seq >> 32).to_bytes(4, "big") if self.esn else body
-        return body + hmac.digest(self.integ_key, mac_input, self.hash_name)[: self.icv_len]
+        return body + integrity_icv(self.integ_alg, self.integ_key, mac_input)
 
     def open(self, esp: bytes, seq: int) -> bytes | None:
         """The decrypted trailer-bearing plaintext of an ESP packet whose full sequence number is `seq`.
@@ -155,7 +166,7 @@ class EspCrypto:
         icv_at = len(esp) - self.icv_len
         body = esp[:icv_at]
         mac_input = body + (seq >> 32).to_bytes(4, "big") if self.esn else body
-        expected = hmac.digest(self.integ_key, mac_input, self.hash_name)[: self.icv_len]
+        expected = integrity_icv(self.integ_alg, self.integ_key, mac_input)
         if not hmac.compare_digest(expected, esp[icv_at:]):
             raise Drop(DropReason.NOT_AUTHENTICATED)
         if self._cbc is None:
