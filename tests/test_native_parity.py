@@ -206,9 +206,7 @@ COMBOS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "combo", COMBOS, ids=lambda c: "-".join(str(getattr(x, "name", x)) for x in c)
-)
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(str(getattr(x, "name", x)) for x in c))
 def test_parity(combo: tuple[Protocol, EncAlg, int, IntegAlg, Mode, int, bool, bool]) -> None:
     rng = random.Random(repr(combo))
     params = params_for(*combo, rng=rng)

@@ -26,7 +26,7 @@ VECTORS = Path(__file__).parent / "vectors"
 def blocks(name: str) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     cur: dict[str, str] = {}
-    for line in (VECTORS / name).read_text().splitlines() + [""]:
+    for line in [*(VECTORS / name).read_text().splitlines(), ""]:
         line = line.strip()
         if not line or line.startswith("#"):
             if cur and not line:
@@ -46,7 +46,16 @@ def cases() -> list[tuple[str, EncAlg, bytes, int, bytes, bytes]]:
             continue
         alg = EncAlg.ENCR_AES_GCM_16 if b["algorithm"] == "AES-GCM-ESP" else EncAlg.ENCR_NULL_AUTH_AES_GMAC
         key = bytes.fromhex(b["key"]) + bytes.fromhex(b["nonce"])[:4]
-        found.append((f"gcm{i}", alg, key, int(b["spi"], 16), bytes.fromhex(b["packet"]), bytes.fromhex(b["plaintext"])))
+        found.append(
+            (
+                f"gcm{i}",
+                alg,
+                key,
+                int(b["spi"], 16),
+                bytes.fromhex(b["packet"]),
+                bytes.fromhex(b["plaintext"]),
+            )
+        )
     for i, b in enumerate(blocks("rfc7634_esp.txt")):
         if "inner" not in b or len(b.get("seq", "")) != 8:
             continue
