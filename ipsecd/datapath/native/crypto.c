@@ -41,7 +41,10 @@ static int keyed_ctx(EVP_CIPHER_CTX **out, const EVP_CIPHER *ciph, const unsigne
         goto fail;
     if (EVP_CipherInit_ex(ctx, NULL, NULL, key, NULL, enc) != 1)
         goto fail;
-    if (EVP_CIPHER_CTX_set_padding(ctx, 0) != 1)
+    /* Only CBC decryption cares about padding (we feed whole blocks and never call Final there).
+     * Setting it elsewhere would cost a parameter round trip at every per-packet re-init (OpenSSL 3
+     * re-applies EVP_CIPH_NO_PADDING through OSSL_PARAMs). */
+    if (!aead && !enc && EVP_CIPHER_CTX_set_padding(ctx, 0) != 1)
         goto fail;
     *out = ctx;
     return 0;
