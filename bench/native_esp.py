@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ipsecd.datapath.factory import make_transform  # noqa: E402
-from ipsecd.datapath.native import AVAILABLE, UNAVAILABLE_REASON  # noqa: E402
-from ipsecd.datapath.sa import Direction, EncAlg, IntegAlg, Mode, Protocol, SAParams, TunnelAddrs  # noqa: E402
+from ipsecd.datapath.factory import make_transform
+from ipsecd.datapath.native import AVAILABLE, UNAVAILABLE_REASON
+from ipsecd.datapath.sa import Direction, EncAlg, IntegAlg, Mode, Protocol, SAParams, TunnelAddrs
 
 BATCH = 64
 
