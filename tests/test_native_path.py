@@ -3,9 +3,11 @@ and a warning-free build (docs/datapath.md, "Native path")."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
+import sys
 import sysconfig
 import threading
 import time
@@ -295,3 +297,63 @@ def test_c_sources_compile_without_warnings() -> None:
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
+
+
+_BLOCKED_IMPORT = """
+import importlib.abc, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ipsecd.datapath._native":
+            raise ImportError("simulated: the extension was not built")
+        return None
+
+sys.meta_path.insert(0, Block())
+from ipaddress import ip_address
+from ipsecd.datapath import native
+from ipsecd.datapath.factory import make_transform, native_available
+from ipsecd.datapath.sa import Direction, EncAlg, Mode, Protocol, SAParams, TunnelAddrs
+p = SAParams(spi=0x4242, protocol=Protocol.ESP, mode=Mode.TUNNEL, enc_alg=EncAlg.ENCR_AES_GCM_16,
+             enc_key=bytes(20), tunnel=TunnelAddrs(ip_address("192.0.2.1"), ip_address("192.0.2.2")))
+print("AVAILABLE", native.AVAILABLE, native_available())
+print("BACKEND", make_transform(p, Direction.OUTBOUND).backend)
+try:
+    make_transform(p, Direction.OUTBOUND, "native")
+except RuntimeError as exc:
+    print("NATIVE-REFUSED", exc)
+"""
+
+
+def test_missing_extension_falls_back_with_a_logged_reason() -> None:
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run(
+        [sys.executable, "-c", _BLOCKED_IMPORT], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "AVAILABLE False False" in r.stdout
+    assert "BACKEND python" in r.stdout
+    assert "NATIVE-REFUSED" in r.stdout and "simulated" in r.stdout
+    assert "native data path unavailable, using the Python fallback" in r.stdout
+
+
+@needs_native
+def test_ipsecd_native_0_forces_python() -> None:
+    root = Path(__file__).resolve().parent.parent
+    code = _BLOCKED_IMPORT.replace("sys.meta_path.insert(0, Block())", "")
+    env = {**os.environ, "IPSECD_NATIVE": "0"}
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert "AVAILABLE True True" in r.stdout
+    assert "BACKEND python" in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "IPSECD_NATIVE": "1"},
+    )
+    assert "BACKEND native" in r.stdout

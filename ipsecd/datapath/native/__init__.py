@@ -30,7 +30,7 @@ _MASK32 = 0xFFFFFFFF
 _mod: ModuleType | None
 try:
     from ipsecd.datapath import _native as _mod
-except ImportError as exc:  # not built, or libcrypto missing: the Python path takes over
+except (ImportError, OSError) as exc:  # not built, or libcrypto missing: the Python path takes over
     _mod = None
     UNAVAILABLE_REASON = f"ipsecd.datapath._native does not import: {exc}"
     log.info("native data path unavailable, using the Python fallback (%s)", UNAVAILABLE_REASON)
