@@ -150,6 +150,7 @@ struct batch_item {
     const unsigned char *in;
     size_t inlen;
     PyObject *out;              /* result bytes, written without the GIL */
+    size_t cap;                 /* bytes allocated in out */
     size_t outlen;
     int verdict;
 };
@@ -210,9 +211,15 @@ static PyObject *run_batch(SaObject *self, PyObject *packets, int outbound)
             it->inlen = (size_t)view.len;
             PyBuffer_Release(&view);
         }
-        /* Outbound results are longer than their input by a bounded overhead; inbound results
-         * are never longer than their input. */
-        it->out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(it->inlen + overhead));
+        /* Outbound results are longer than their input by a bounded overhead (usually known
+         * exactly beforehand); inbound results are never longer than their input. */
+        it->cap = it->inlen + overhead;
+        if (outbound) {
+            size_t exact = nat_sa_protect_size(&self->sa, it->in, it->inlen);
+            if (exact != 0 && exact <= it->cap)
+                it->cap = exact;
+        }
+        it->out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)it->cap);
         if (it->out == NULL)
             goto fail;
     }
@@ -224,11 +231,10 @@ static PyObject *run_batch(SaObject *self, PyObject *packets, int outbound)
     for (i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(it->out);
-        size_t cap = it->inlen + overhead;
         if (outbound)
-            it->verdict = nat_sa_protect(&self->sa, it->in, it->inlen, out, cap, &it->outlen);
+            it->verdict = nat_sa_protect(&self->sa, it->in, it->inlen, out, it->cap, &it->outlen);
         else
-            it->verdict = nat_sa_unprotect(&self->sa, it->in, it->inlen, out, cap, &it->outlen);
+            it->verdict = nat_sa_unprotect(&self->sa, it->in, it->inlen, out, it->cap, &it->outlen);
     }
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS

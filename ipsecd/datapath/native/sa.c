@@ -210,6 +210,24 @@ static int wrap(struct nat_sa *sa, unsigned char *out, size_t hlen, int version,
     }
 }
 
+/* The exact protect output length for a packet that will be accepted (0 when it cannot tell);
+ * lets the binding allocate result objects of the right size and skip a resize. */
+size_t nat_sa_protect_size(const struct nat_sa *sa, const unsigned char *in, size_t n)
+{
+    size_t nh_off, start;
+    if (n < 20)
+        return 0;
+    if (sa->tunnel)
+        return (sa->outer_version == 4 ? 20u : 40u) + wrapped_len(sa, n, sa->outer_version);
+    if (in[0] >> 4 == 4) {
+        start = (size_t)(in[0] & 0x0F) * 4;
+        return start <= n ? start + wrapped_len(sa, n - start, 4) : 0;
+    }
+    if (in[0] >> 4 == 6 && n >= 40 && nat_ipv6_split(in, n, &nh_off, &start) == 0)
+        return start + wrapped_len(sa, n - start, 6);
+    return 0;
+}
+
 static unsigned tos_of(const unsigned char *p)
 {
     if (p[0] >> 4 == 4)

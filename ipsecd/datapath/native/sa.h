@@ -72,6 +72,7 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
 void nat_sa_free(struct nat_sa *sa);
 /* Upper bound of protect's growth (outer header, UDP, ESP/AH overhead). */
 size_t nat_sa_max_overhead(const struct nat_sa *sa);
+size_t nat_sa_protect_size(const struct nat_sa *sa, const unsigned char *in, size_t n);
 int nat_sa_protect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
                    size_t *outlen);
 int nat_sa_unprotect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
