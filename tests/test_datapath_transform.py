@@ -6,7 +6,9 @@ import struct
 from ipaddress import ip_network
 
 import pytest
-from datapath_util import ipv4, ipv6, params, tcp, udp, with_l4_checksum
+from datapath_util import AH_SUITES, ESP_SUITES, ipv4, ipv6, params, tcp, udp, with_l4_checksum
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipsecd.datapath.bundle import Bundle
 from ipsecd.datapath.factory import make_transform, native_available
@@ -399,3 +401,58 @@ def test_params_combinations_and_repr() -> None:
         SAParams(**{**ah.__dict__, "encap": UdpEncap()})
     text = repr(base)
     assert base.enc_key.hex() not in text and base.integ_key.hex() not in text and "enc_key" not in text
+
+
+SUITES = [(Protocol.ESP, e, k, i) for _, e, k, i in ESP_SUITES] + [
+    (Protocol.AH, EncAlg.ENCR_NULL, 0, i) for _, i in AH_SUITES
+]
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    suite=st.sampled_from(SUITES),
+    mode=st.sampled_from([Mode.TRANSPORT, Mode.TUNNEL]),
+    v6_inner=st.booleans(),
+    v6_outer=st.booleans(),
+    nat=st.booleans(),
+    esn=st.booleans(),
+    sizes=st.lists(st.integers(0, 1500), min_size=1, max_size=6),
+    proto=st.sampled_from([6, 17, 1, 58, 47]),
+)
+def test_roundtrip_property(
+    suite: tuple[Protocol, EncAlg, int, IntegAlg],
+    mode: Mode,
+    v6_inner: bool,
+    v6_outer: bool,
+    nat: bool,
+    esn: bool,
+    sizes: list[int],
+    proto: int,
+) -> None:
+    protocol, enc, klen, integ = suite
+    encap = UdpEncap(4500, 4500) if nat and protocol == Protocol.ESP else None
+    p = params(protocol, mode, enc, integ, enc_len=klen, esn=esn, encap=encap, v6_outer=v6_outer)
+    out, inb = pair(p)
+    inners = [
+        ipv6(nh=proto, payload=bytes([n % 251]) * n, tclass=n % 256)
+        if v6_inner
+        else ipv4(proto=proto, payload=bytes([n % 251]) * n, tos=n % 256)
+        for n in sizes
+    ]
+    wires = out.protect(inners)
+    assert all(w is not None for w in wires), out.counters().drops()
+    got = inb.unprotect([w for w in wires if w is not None])
+    for g, i in zip(got, inners, strict=True):
+        assert g is not None
+        if encap is not None and mode == Mode.TRANSPORT and proto in (6, 17):  # RFC 3948 checksum fix
+            field = (40 if v6_inner else 20) + (16 if proto == 6 else 6)
+            assert g[:field] == i[:field] and g[field + 2 :] == i[field + 2 :]
+        else:
+            assert g == i
+    c = inb.counters()
+    assert c.packets_received == len(sizes) and c.drops() == {}
+    assert (
+        c.authenticated_bytes_received
+        == sum(len(i) for i in inners)
+        == out.counters().authenticated_bytes_sent
+    )

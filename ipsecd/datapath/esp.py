@@ -18,6 +18,7 @@ long-lived CBC context per direction (see `_CbcCipher`), because a new `Cipher` 
 from __future__ import annotations
 
 import hmac
+import struct
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -29,6 +30,8 @@ from ipsecd.datapath.ipheader import Drop
 from ipsecd.datapath.sa import INTEG_INFO, SALT_LEN, EncAlg, IntegAlg, SAParams
 
 MASK32 = 0xFFFFFFFF
+_HEADER = struct.Struct("!II")  # SPI, sequence number (low 32 bits)
+_SEQ64 = struct.Struct("!Q")
 _PADDING = bytes(range(1, 256))
 
 
@@ -89,6 +92,7 @@ class EspCrypto:
     def __init__(self, params: SAParams) -> None:
         self.params = params
         info = params.enc_info
+        self.spi = params.spi
         self.spi_bytes = params.spi.to_bytes(4, "big")
         self.esn = params.esn
         self.iv_len = info.iv_len
@@ -110,9 +114,20 @@ class EspCrypto:
             self._cbc = _CbcCipher(self.alg, params.enc_key, params.iv_key)
         self.gmac = self.alg == EncAlg.ENCR_NULL_AUTH_AES_GMAC
         self.min_len = 8 + self.iv_len + self.icv_len + 2
+        self.hash_name = params.integ_info.hash_name
+        # trailers (padding || pad length || next header) by payload length modulo align
+        self._trailers: dict[tuple[int, int], bytes] = {}
+
+    def _trailer(self, payload_len: int, next_header: int) -> bytes:
+        key = (payload_len % self.align, next_header)
+        trailer = self._trailers.get(key)
+        if trailer is None:
+            pad = padding(payload_len, self.align)
+            trailer = self._trailers[key] = pad + bytes((len(pad), next_header))
+        return trailer
 
     def _header(self, seq: int) -> bytes:
-        return self.spi_bytes + (seq & MASK32).to_bytes(4, "big")
+        return _HEADER.pack(self.spi, seq & MASK32)
 
     def _aad(self, seq: int) -> bytes:
         # RFC 4106 section 5 / RFC 7634 section 2.1 / RFC 4543 section 5: SPI || [SeqHi ||] SeqLow
@@ -125,17 +140,16 @@ class EspCrypto:
 
         `iv` overrides the deterministic IV of docs/datapath.md section 3 (published test vectors only).
         """
-        pad = padding(len(payload), self.align)
-        plain = payload + pad + bytes((len(pad), next_header))
-        header = self._header(seq)
+        plain = payload + self._trailer(len(payload), next_header)
+        header = _HEADER.pack(self.spi, seq & MASK32)
         if self._aead is not None:
             if iv is None:
-                iv = seq.to_bytes(8, "big")  # docs/datapath.md section 3: IV = 64-bit sequence number
+                iv = _SEQ64.pack(seq)  # docs/datapath.md section 3: IV = 64-bit sequence number
             nonce = self.salt + iv
+            aad = self.spi_bytes + _SEQ64.pack(seq) if self.esn else header
             if self.gmac:  # RFC 4543 section 3.3: everything authenticated, nothing encrypted
-                tag = self._aead.encrypt(nonce, b"", self._aad(seq) + iv + plain)
-                return header + iv + plain + tag
-            return header + iv + self._aead.encrypt(nonce, plain, self._aad(seq))
+                return header + iv + plain + self._aead.encrypt(nonce, b"", aad + iv + plain)
+            return header + iv + self._aead.encrypt(nonce, plain, aad)
         if self._cbc is not None:
             if iv is None:
                 iv = self._cbc.iv(seq)
@@ -143,7 +157,7 @@ class EspCrypto:
         else:
             body = header + plain
         mac_input = body + (seq >> 32).to_bytes(4, "big") if self.esn else body
-        return body + integrity_icv(self.integ_alg, self.integ_key, mac_input)
+        return body + hmac.digest(self.integ_key, mac_input, self.hash_name)[: self.icv_len]
 
     def open(self, esp: bytes, seq: int) -> bytes | None:
         """The decrypted trailer-bearing plaintext of an ESP packet whose full sequence number is `seq`.

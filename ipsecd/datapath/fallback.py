@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ipsecd.datapath.ah import AH_FIXED, AhCrypto, ah_header, ah_length
 from ipsecd.datapath.counters import Counters, CounterSet, DropReason
-from ipsecd.datapath.esp import EspCrypto, padding, parse_trailer
+from ipsecd.datapath.esp import EspCrypto, parse_trailer
 from ipsecd.datapath.ipheader import (
     MAX_IPV4,
     PORT_PROTOCOLS,
@@ -101,6 +101,16 @@ class PyTransform:
         self._outer_version = params.tunnel.src.version if params.tunnel else 0
         self._bytes = 0
         self._packets = 0
+        way = "sent" if self._direction == Direction.OUTBOUND else "received"
+        self._packets_key = f"packets_{way}"
+        self._byte_keys = [
+            f"authenticated_bytes_{way}",
+            f"{'tunnel' if self._tunnel else 'transport'}_bytes_{way}",
+        ]
+        if self._confidential:
+            self._byte_keys.append(f"confidential_bytes_{way}")
+        life = params.lifetimes
+        self._has_limits = any((life.soft_bytes, life.hard_bytes, life.soft_packets, life.hard_packets))
 
     # -- the Transform protocol --------------------------------------------------------------
 
@@ -159,14 +169,15 @@ class PyTransform:
 
     def _deliver(self, inner_len: int) -> None:
         v = self._counters.values
-        way = "sent" if self._direction == Direction.OUTBOUND else "received"
-        v[f"packets_{way}"] += 1
-        v[f"authenticated_bytes_{way}"] += inner_len
-        if self._confidential:
-            v[f"confidential_bytes_{way}"] += inner_len
-        v[f"{'tunnel' if self._tunnel else 'transport'}_bytes_{way}"] += inner_len
+        v[self._packets_key] += 1
+        for key in self._byte_keys:
+            v[key] += inner_len
         self._bytes += inner_len
         self._packets += 1
+        if self._has_limits:
+            self._check_limits()
+
+    def _check_limits(self) -> None:
         life = self._params.lifetimes
         if life.soft_bytes and self._bytes >= life.soft_bytes:
             self._soft(ExpiryReason.BYTES)
@@ -212,7 +223,7 @@ class PyTransform:
     def _esp_len(self, payload_len: int) -> int:
         assert self._esp is not None
         esp = self._esp
-        return 8 + esp.iv_len + payload_len + len(padding(payload_len, esp.align)) + 2 + esp.icv_len
+        return 8 + esp.iv_len + payload_len + len(esp._trailer(payload_len, 0)) + esp.icv_len
 
     def _wrapped_len(self, payload_len: int, version: int) -> int:
         """Bytes of ESP (+UDP) or AH around a payload of `payload_len` bytes."""
