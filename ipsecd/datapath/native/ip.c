@@ -34,7 +34,7 @@ int nat_ip_validate(const unsigned char *p, size_t n)
         if (n < 40)
             return -C_MALFORMED;
         plen = nat_get16(p + 4);
-        if (plen == 0 || plen + 40u != n)
+        if (plen + 40u != n) /* a bare 40-byte header (payload length 0) is valid */
             return -C_MALFORMED;
         return 6;
     }
