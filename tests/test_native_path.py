@@ -366,3 +366,25 @@ def test_ipsecd_native_0_forces_python() -> None:
         env={**os.environ, "IPSECD_NATIVE": "1"},
     )
     assert "BACKEND native" in r.stdout
+
+
+@needs_native
+def test_c_level_validation_errors_never_show_keys() -> None:
+    from ipsecd.datapath import _native
+
+    # protocol, mode, enc, integ, spi, esn, window, direction, initial_seq, encap, sport, dport,
+    # outer version, soft/hard bytes, soft/hard packets (native/sa.h CFG_*)
+    cfg = (50, 2, 20, 0, 0x4242, 0, 64, 2, 1, 0, 0, 0, 4, 0, 0, 0, 0)
+    secret = b"\xa5" * 19  # one byte short for AES-128-GCM + salt
+    tsrc = bytes([192, 0, 2, 1]) + bytes(12)
+    with pytest.raises(ValueError) as err:
+        _native.Sa(cfg, secret, b"", b"", tsrc, tsrc)
+    assert "a5" not in str(err.value).lower() and "\\xa5" not in str(err.value)
+    with pytest.raises(ValueError):
+        _native.Sa(cfg[:-1], bytes(20), b"", b"", tsrc, tsrc)  # wrong number of fields
+    with pytest.raises(ValueError):
+        _native.Sa((51, *cfg[1:]), bytes(20), b"", b"", tsrc, tsrc)  # AH with an AEAD
+    ok = _native.Sa(cfg, bytes(20), b"", b"", tsrc, tsrc)
+    assert "spi=0x00004242" in repr(ok)
+    with pytest.raises(RuntimeError):
+        ok.__init__(cfg, bytes(20), b"", b"", tsrc, tsrc)  # type: ignore[misc]

@@ -53,9 +53,23 @@ fail:
     return -1;
 }
 
+static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
+                               int integ, const unsigned char *ikey, size_t ikey_len,
+                               const unsigned char *iv_key, size_t iv_key_len);
+
 const char *nat_crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
                             int integ, const unsigned char *ikey, size_t ikey_len,
                             const unsigned char *iv_key, size_t iv_key_len)
+{
+    const char *err = crypto_init(c, encr, ekey, ekey_len, integ, ikey, ikey_len, iv_key, iv_key_len);
+    if (err != NULL)
+        nat_crypto_free(c); /* no half-built SA keeps key copies */
+    return err;
+}
+
+static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
+                               int integ, const unsigned char *ikey, size_t ikey_len,
+                               const unsigned char *iv_key, size_t iv_key_len)
 {
     const EVP_CIPHER *ciph = NULL;
     const char *md = NULL;
@@ -133,10 +147,8 @@ const char *nat_crypto_init(struct nat_crypto *c, int encr, const unsigned char 
             c->hmac_key_len = 64;
             break;
         case NAT_AUTH_NONE:
-            /* RFC 4303 section 3.2: confidentiality without integrity is allowed but not NULL/NULL. */
-            if (encr == NAT_ENCR_NULL)
-                return "NULL encryption needs an integrity algorithm";
-            break;
+            /* docs/datapath.md section 1: no confidentiality-only ESP (and never NULL/NULL). */
+            return "non-combined algorithms need an integrity algorithm";
         default:
             return "unknown integrity algorithm";
         }
@@ -215,7 +227,7 @@ int nat_hmac(struct nat_crypto *c, const unsigned char *a, size_t alen, const un
 {
     unsigned char full[EVP_MAX_MD_SIZE];
     size_t outl = 0;
-    if (EVP_MAC_init(c->mac, NULL, 0, NULL) != 1)
+    if (c->mac == NULL || EVP_MAC_init(c->mac, NULL, 0, NULL) != 1)
         return -1;
     if (alen && EVP_MAC_update(c->mac, a, alen) != 1)
         return -1;

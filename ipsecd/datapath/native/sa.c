@@ -39,6 +39,8 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
         return "tunnel mode needs outer addresses";
     if (sa->encap && !sa->esp)
         return "AH cannot be UDP-encapsulated";
+    if (!sa->esp && cfg[CFG_ENC] != NAT_ENCR_NULL)
+        return "AH takes no encryption algorithm";
     sa->seq_max = sa->esn ? UINT64_MAX : 0xFFFFFFFFu;
     sa->next_seq = cfg[CFG_INITIAL_SEQ];
     if (sa->next_seq < 1 || sa->next_seq > sa->seq_max)
