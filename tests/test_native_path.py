@@ -388,3 +388,11 @@ def test_c_level_validation_errors_never_show_keys() -> None:
     assert "spi=0x00004242" in repr(ok)
     with pytest.raises(RuntimeError):
         ok.__init__(cfg, bytes(20), b"", b"", tsrc, tsrc)  # type: ignore[misc]
+
+
+@pytest.mark.skipif(
+    os.environ.get("IPSECD_REQUIRE_NATIVE") != "1", reason="set IPSECD_REQUIRE_NATIVE=1 to require the module"
+)
+def test_native_module_required() -> None:
+    """CI can set IPSECD_REQUIRE_NATIVE=1 so a failed build (setup.py marks it optional) fails loudly."""
+    assert AVAILABLE, UNAVAILABLE_REASON
