@@ -396,3 +396,31 @@ def test_c_level_validation_errors_never_show_keys() -> None:
 def test_native_module_required() -> None:
     """CI can set IPSECD_REQUIRE_NATIVE=1 so a failed build (setup.py marks it optional) fails loudly."""
     assert AVAILABLE, UNAVAILABLE_REASON
+
+
+@needs_native
+def test_close_racing_with_batches_never_crashes() -> None:
+    p = _params()
+    for _ in range(5):
+        tx = make_transform(p, Direction.OUTBOUND, "native")
+        assert isinstance(tx, NativeTransform)
+        errors: list[str] = []
+
+        def work(t: NativeTransform = tx, errors: list[str] = errors) -> None:
+            for _ in range(50):
+                try:
+                    t.protect([_inner(200)] * 20)
+                except ValueError as exc:
+                    errors.append(str(exc))
+                    return
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.002)
+        tx.close()
+        for t in threads:
+            t.join(timeout=30)
+        assert all(e == "the SA is closed" for e in errors)
+        with pytest.raises(ValueError):
+            tx.protect([_inner()])

@@ -171,6 +171,7 @@ static PyObject *run_batch(SaObject *self, PyObject *packets, int outbound)
     PyObject *fast, *result = NULL;
     struct batch_item *items;
     Py_ssize_t n, i;
+    int closed = 0;
     size_t overhead = outbound ? nat_sa_max_overhead(&self->sa) : 0;
 
     if (!self->ready) {
@@ -228,7 +229,8 @@ static PyObject *run_batch(SaObject *self, PyObject *packets, int outbound)
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    for (i = 0; i < n; i++) {
+    closed = !self->ready; /* close() may have run while this batch waited for the lock */
+    for (i = 0; i < n && !closed; i++) {
         struct batch_item *it = &items[i];
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(it->out);
         if (outbound)
@@ -239,6 +241,10 @@ static PyObject *run_batch(SaObject *self, PyObject *packets, int outbound)
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
 
+    if (closed) {
+        PyErr_SetString(PyExc_ValueError, "the SA is closed");
+        goto fail;
+    }
     result = PyList_New(n);
     if (result == NULL)
         goto fail;
