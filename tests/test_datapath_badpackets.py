@@ -285,3 +285,33 @@ def test_fuzz_mutated_packets_count_exactly_once(
             assert result == INNER
         else:  # transport: the delivered header is the received one; its mutable fields may differ
             assert result[20:] == INNER[20:] and result[12:20] == INNER[12:20] and result[2:6] == INNER[2:6]
+
+
+PROTECT_SAS = [
+    GCM,
+    params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_CBC, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=16),
+    params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_GCM_16, enc_len=20, encap=UdpEncap(4500, 4500)),
+    AH,
+    params(
+        Protocol.AH, Mode.TUNNEL, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA2_256_128, enc_len=0, v6_outer=True
+    ),
+]
+SEEDS = [INNER, ipv6(nh=0, payload=bytes([6, 0, 1, 4, 0, 0, 0, 0]) + tcp(1, 2, b"v6"))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sa=st.integers(0, len(PROTECT_SAS) - 1),
+    seed=st.integers(0, len(SEEDS) - 1),
+    flips=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 255)), max_size=4),
+    extra=st.binary(max_size=8),
+)
+def test_fuzz_protect_never_raises(sa: int, seed: int, flips: list[tuple[int, int]], extra: bytes) -> None:
+    out = make_transform(PROTECT_SAS[sa], Direction.OUTBOUND, "python")
+    buf = bytearray(SEEDS[seed] + extra)
+    for pos, mask in flips:
+        buf[pos % len(buf)] ^= mask
+    (res,) = out.protect([bytes(buf)])
+    c = out.counters()
+    assert sum(c.drops().values()) + c.packets_sent == 1
+    assert (res is None) == (c.packets_sent == 0)

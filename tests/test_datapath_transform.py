@@ -456,3 +456,108 @@ def test_roundtrip_property(
         == sum(len(i) for i in inners)
         == out.counters().authenticated_bytes_sent
     )
+
+
+def test_ah_ipv4_mutable_option_may_change_en_route() -> None:
+    ts = bytes([68, 8, 5, 0, 0, 0, 0, 0])  # timestamp option: mutable, zeroed whole for the ICV
+    inner = ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, b"opt"), options=ts)
+    p = params(Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=0)
+    out, inb = pair(p)
+    w = bytearray(one(out, inner))
+    w[22:28] = bytes([9, 1, 2, 3, 4, 5])  # a router filled in the timestamp
+    (got,) = inb.unprotect([bytes(w)])
+    assert got is not None and got[20:28] == bytes(w[20:28]) and got[28:] == inner[28:]
+
+
+def test_ah_ipv6_routing_header_with_segments_left_is_malformed() -> None:
+    routing = _ext(17, bytes([0, 1]) + bytes(4) + bytes(16))  # segments left 1, one address
+    inner = ipv6(nh=43, payload=routing + udp(1, 2, b"rt"))
+    p = params(Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=0)
+    out, _ = pair(p)
+    assert out.protect([inner]) == [None]
+    assert out.counters().drops() == {"malformed_packets": 1} and out.counters().packets_sent == 0
+
+
+def test_bundle_against_scapy_nested_sas() -> None:
+    """scapy unwraps ipsecd's AH(ESP(...)) bundle with its AH SA, then its ESP SA."""
+    ipsec = pytest.importorskip("scapy.layers.ipsec")
+    scapy_all = pytest.importorskip("scapy.all")
+    esp = params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_CBC, IntegAlg.AUTH_HMAC_SHA1_96, spi=0x2000)
+    ah = params(
+        Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA2_256_128, enc_len=0, spi=0x3000
+    )
+    out = Bundle(
+        [make_transform(esp, Direction.OUTBOUND, "python"), make_transform(ah, Direction.OUTBOUND, "python")]
+    )
+    (w,) = out.protect([V4])
+    assert w is not None
+    s_ah = ipsec.SecurityAssociation(ipsec.AH, spi=ah.spi, auth_algo="SHA2-256-128", auth_key=ah.integ_key)
+    s_esp = ipsec.SecurityAssociation(
+        ipsec.ESP,
+        spi=esp.spi,
+        crypt_algo="AES-CBC",
+        crypt_key=esp.enc_key,
+        auth_algo="HMAC-SHA1-96",
+        auth_key=esp.integ_key,
+    )
+    mid = scapy_all.IP(bytes(s_ah.decrypt(scapy_all.IP(w))))
+    assert bytes(scapy_all.IP(bytes(s_esp.decrypt(mid)))) == V4
+
+
+@pytest.mark.parametrize("v6_outer", [False, True])
+def test_oversize_boundary(v6_outer: bool) -> None:
+    out, inb = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, v6_outer=v6_outer))
+    sizes = list(range(65440, 65536, 3))
+    res = out.protect([ipv4(proto=17, payload=bytes(n - 20)) for n in sizes])
+    ok = [n for n, r in zip(sizes, res, strict=True) if r is not None]
+    dropped = [n for n, r in zip(sizes, res, strict=True) if r is None]
+    assert ok and dropped and max(ok) < min(dropped)
+    limit = 65535 + (40 if v6_outer else 0)
+    assert all(r is None or len(r) <= limit for r in res)
+    assert max(len(r) for r in res if r is not None) > limit - 8  # the limit itself is reachable
+    assert out.counters().oversized_packets == len(dropped)
+    assert inb.unprotect([r for r in res if r is not None]) == [
+        ipv4(proto=17, payload=bytes(n - 20)) for n in ok
+    ]
+
+
+def test_tunnel_mode_carries_inner_fragments_transport_mode_does_not() -> None:
+    first = bytearray(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 80, bytes(64))))
+    first[6] |= 0x20  # MF: the first fragment of a larger datagram
+    later = bytearray(ipv4("10.0.0.1", "10.0.0.2", 17, bytes(64)))
+    later[7] = 9  # offset 72 bytes: a non-first fragment, no ports
+    for buf in (first, later):
+        buf[10:12] = b"\0\0"
+        struct.pack_into("!H", buf, 10, checksum(buf[:20]))
+    frags = [bytes(first), bytes(later)]
+    out, inb = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16))
+    assert inb.unprotect(out.protect(frags)) == frags  # type: ignore[arg-type]
+    port_sel = (Selector(ip_network("10.0.0.0/8"), ip_network("10.0.0.0/8"), 17, (0, 65535), (80, 80)),)
+    sel_out, _ = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, selectors=port_sel))
+    assert [r is not None for r in sel_out.protect(frags)] == [True, False]  # no ports in a later fragment
+    tout, _ = pair(params(Protocol.ESP, Mode.TRANSPORT, EncAlg.ENCR_AES_GCM_16))
+    assert tout.protect(frags) == [None, None]
+    assert tout.counters().drops() == {"malformed_packets": 2}
+
+
+def test_demux_peek() -> None:
+    from ipsecd.datapath.demux import Peek, PeekKind, peek
+
+    esp_out, _ = pair(params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, spi=0x1234))
+    natt_out, _ = pair(
+        params(Protocol.ESP, Mode.TUNNEL, EncAlg.ENCR_AES_GCM_16, spi=0x5678, encap=UdpEncap(4500, 4500))
+    )
+    ah_out, _ = pair(
+        params(
+            Protocol.AH, Mode.TRANSPORT, EncAlg.ENCR_NULL, IntegAlg.AUTH_HMAC_SHA1_96, enc_len=0, spi=0x9ABC
+        )
+    )
+    assert peek(one(esp_out, V4)) == Peek(PeekKind.ESP, 0x1234)
+    assert peek(one(natt_out, V6)) == Peek(PeekKind.ESP_IN_UDP, 0x5678)
+    assert peek(one(ah_out, V6)) == Peek(PeekKind.AH, 0x9ABC)
+    assert peek(ipv4(proto=17, payload=udp(4500, 4500, b"\xff"))).kind == PeekKind.NAT_KEEPALIVE
+    assert peek(ipv4(proto=17, payload=udp(4500, 4500, bytes(4) + b"ike"))).kind == PeekKind.IKE
+    assert peek(ipv4(proto=17, payload=udp(4500, 53, b"dns query"))).kind == PeekKind.OTHER
+    assert peek(V4).kind == PeekKind.OTHER
+    for junk in (b"", b"\x45", ipv4(proto=50, payload=b"abc"), ipv4(proto=17, payload=b"ab")):
+        assert peek(junk).kind == PeekKind.MALFORMED

@@ -25,7 +25,6 @@ from ipsecd.datapath.ipheader import (
     outer_ipv6,
     set_length,
     split,
-    tos_of,
     upper_layer,
     validate,
 )
@@ -101,6 +100,12 @@ class PyTransform:
         self._outer_version = params.tunnel.src.version if params.tunnel else 0
         self._bytes = 0
         self._packets = 0
+        self._selectors = params.selectors
+        if params.protocol == Protocol.AH:
+            self._outer_proto = PROTO_AH
+        else:
+            self._outer_proto = PROTO_UDP if params.encap else PROTO_ESP
+        self._udp_len = UDP_HEADER_LEN if params.encap else 0
         way = "sent" if self._direction == Direction.OUTBOUND else "received"
         self._packets_key = f"packets_{way}"
         self._byte_keys = [
@@ -148,12 +153,12 @@ class PyTransform:
     def protect(self, packets: list[bytes]) -> list[bytes | None]:
         if self._direction != Direction.OUTBOUND:
             raise ValueError("protect() needs an outbound transform")
-        return [self._guard(self._protect_one, p) for p in packets]
+        return self._run(self._protect_one, packets)
 
     def unprotect(self, packets: list[bytes]) -> list[bytes | None]:
         if self._direction != Direction.INBOUND:
             raise ValueError("unprotect() needs an inbound transform")
-        return [self._guard(self._unprotect_one, p) for p in packets]
+        return self._run(self._unprotect_one, packets)
 
     # -- lifetimes and counters --------------------------------------------------------------
 
@@ -188,16 +193,19 @@ class PyTransform:
         if life.hard_packets and self._packets >= life.hard_packets:
             self._hard(ExpiryReason.PACKETS)
 
-    def _guard(self, step: Callable[[bytes], bytes], pkt: bytes) -> bytes | None:
-        try:
-            out = step(pkt)
-        except Drop as drop:
-            self._counters.drop(drop.reason)
-            return None
-        except (IndexError, struct.error):  # defensive: a parse this module did not foresee
-            self._counters.drop(DropReason.MALFORMED)
-            return None
-        return out
+    def _run(self, step: Callable[[bytes], bytes], packets: list[bytes]) -> list[bytes | None]:
+        results: list[bytes | None] = []
+        append = results.append
+        for pkt in packets:
+            try:
+                append(step(pkt))
+            except Drop as drop:
+                self._counters.drop(drop.reason)
+                append(None)
+            except (IndexError, struct.error):  # defensive: a parse this module did not foresee
+                self._counters.drop(DropReason.MALFORMED)
+                append(None)
+        return results
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -205,8 +213,8 @@ class PyTransform:
         if self._expired:
             raise Drop(DropReason.SA_EXPIRED)
         pkt = bytes(pkt)
-        version = validate(pkt)
-        if not selectors_match(self._params.selectors, pkt, version):
+        version = validate(pkt, fragments=self._tunnel)
+        if self._selectors and not selectors_match(self._selectors, pkt, version):
             raise Drop(DropReason.SELECTOR_MISMATCH)
         seq = self._next_seq
         if seq > self._seq_max:
@@ -220,16 +228,12 @@ class PyTransform:
         self._deliver(len(pkt))
         return out
 
-    def _esp_len(self, payload_len: int) -> int:
-        assert self._esp is not None
-        esp = self._esp
-        return 8 + esp.iv_len + payload_len + len(esp._trailer(payload_len, 0)) + esp.icv_len
-
     def _wrapped_len(self, payload_len: int, version: int) -> int:
-        """Bytes of ESP (+UDP) or AH around a payload of `payload_len` bytes."""
-        if self._esp is not None:
-            udp = UDP_HEADER_LEN if self._params.encap else 0
-            return udp + self._esp_len(payload_len)
+        """Bytes of [UDP +] ESP, or of AH, around a payload of `payload_len` bytes."""
+        esp = self._esp
+        if esp is not None:
+            pad = -(payload_len + 2) % esp.align
+            return self._udp_len + 8 + esp.iv_len + payload_len + pad + 2 + esp.icv_len
         assert self._ah is not None
         return ah_length(self._ah.icv_len, version) + payload_len
 
@@ -244,10 +248,14 @@ class PyTransform:
         total = hdr_len + self._wrapped_len(len(pkt), over)
         self._check_size(total, over)
         inner_proto = PROTO_IPV4 if version == 4 else PROTO_IPV6
-        proto = (PROTO_UDP if self._params.encap else PROTO_ESP) if self._esp is not None else PROTO_AH
-        tos = tos_of(pkt)
+        proto = self._outer_proto
+        if version == 4:
+            tos = pkt[1]
+            df = bool(pkt[6] & 0x40)
+        else:
+            tos = ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
+            df = True
         if over == 4:
-            df = bool(pkt[6] & 0x40) if version == 4 else True
             outer = outer_ipv4(self._tunnel_src, self._tunnel_dst, tos, seq & 0xFFFF, df, proto, total)
         else:
             outer = outer_ipv6(self._tunnel_src, self._tunnel_dst, tos, proto, total - 40)
@@ -260,10 +268,7 @@ class PyTransform:
         self._check_size(total, version)
         head = bytearray(pkt[:start])
         next_header = head[nh_off]
-        if self._esp is not None:
-            head[nh_off] = PROTO_UDP if self._params.encap else PROTO_ESP
-        else:
-            head[nh_off] = PROTO_AH
+        head[nh_off] = self._outer_proto
         set_length(head, version, total)
         if version == 4:
             ipv4_header_checksum(head)
@@ -308,7 +313,7 @@ class PyTransform:
             if inner_proto not in (PROTO_IPV4, PROTO_IPV6):
                 raise Drop(DropReason.NOT_DECRYPTED)
             try:
-                inner_version = validate(inner)
+                inner_version = validate(inner, fragments=True)
             except Drop:
                 raise Drop(DropReason.NOT_DECRYPTED) from None
             if inner_version != (4 if inner_proto == PROTO_IPV4 else 6):
@@ -327,7 +332,7 @@ class PyTransform:
             if self._params.encap is not None:
                 fix_transport_checksum(out, version)
             result = bytes(out)
-        if not selectors_match(self._params.selectors, result, inner_version):
+        if self._selectors and not selectors_match(self._selectors, result, inner_version):
             raise Drop(DropReason.SELECTOR_MISMATCH)
         self._deliver(len(result))
         return result

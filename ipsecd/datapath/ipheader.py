@@ -75,8 +75,11 @@ def ones_sum(data: bytes) -> int:
     return ~checksum(data) & 0xFFFF
 
 
-def validate(pkt: bytes) -> int:
-    """Check a full IP packet (docs/datapath.md section 2); return its version (4 or 6)."""
+def validate(pkt: bytes, fragments: bool = False) -> int:
+    """Check a full IP packet (docs/datapath.md section 2); return its version (4 or 6).
+
+    IPv4 fragments are MALFORMED unless `fragments` (tunnel-mode inner packets carry them whole).
+    """
     n = len(pkt)
     if n == 0:
         raise Drop(DropReason.MALFORMED)
@@ -90,7 +93,7 @@ def validate(pkt: bytes) -> int:
         total = (pkt[2] << 8) | pkt[3]
         if ihl < 20 or ihl > total or total != n:
             raise Drop(DropReason.MALFORMED)
-        if (pkt[6] & 0x3F) or pkt[7]:  # MF or fragment offset
+        if not fragments and ((pkt[6] & 0x3F) or pkt[7]):  # MF or fragment offset
             raise Drop(DropReason.MALFORMED)
         return 4
     if version == 6:
