@@ -90,6 +90,12 @@ def tcp(rng: random.Random, n: int) -> bytes:
     return struct.pack("!HHIIHHHH", 4000, 80, 1, 2, 0x5010, 100, 0x2222, 0) + rng.randbytes(n)
 
 
+def _fragment(pkt: bytes, mf: bool, offset: int) -> bytes:
+    """An IPv4 fragment (valid tunnel-mode inner packet, MALFORMED elsewhere); checksum not needed."""
+    flags = (0x2000 if mf else 0) | offset
+    return pkt[:6] + struct.pack("!H", flags) + pkt[8:]
+
+
 def inner_packets(rng: random.Random) -> list[bytes]:
     hbh = bytes([17, 0, 0x01, 0x04, 0, 0, 0, 0])  # Hop-by-Hop, PadN
     dst_mutable = bytes([43, 0, 0x3E, 0x04, 1, 2, 3, 4])  # Dest Opts (mutable option) before Routing
@@ -104,6 +110,8 @@ def inner_packets(rng: random.Random) -> list[bytes]:
         ipv4(udp(rng, 9), options=bytes([0x83, 0x04, 0x04, 0])),  # LSRR
         ipv4(udp(rng, 20), df=False, tos=0x03),
         ipv4(rng.randbytes(30), proto=1),
+        _fragment(ipv4(udp(rng, 40), df=False), mf=True, offset=0),
+        _fragment(ipv4(rng.randbytes(24), df=False), mf=False, offset=185),
         ipv6(udp(rng, 10)),
         ipv6(tcp(rng, 600), nh=6),
         ipv6(udp(rng, 50), nh=0, ext=hbh),

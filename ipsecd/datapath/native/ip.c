@@ -7,8 +7,9 @@
 #define MAX_IPV4 65535u
 #define MAX_IPV6 (65535u + 40u)
 
-/* docs/datapath.md section 2: returns 4 or 6, or minus the drop counter index. */
-int nat_ip_validate(const unsigned char *p, size_t n)
+/* docs/datapath.md section 2: returns 4 or 6, or minus the drop counter index. IPv4 fragments are
+ * MALFORMED unless `fragments` (tunnel-mode inner packets are carried whole). */
+int nat_ip_validate(const unsigned char *p, size_t n, int fragments)
 {
     unsigned version, ihl, total;
     if (n == 0)
@@ -23,7 +24,7 @@ int nat_ip_validate(const unsigned char *p, size_t n)
         total = nat_get16(p + 2);
         if (ihl < 20 || ihl > total || total != n)
             return -C_MALFORMED;
-        if ((p[6] & 0x3F) || p[7]) /* MF or fragment offset */
+        if (!fragments && ((p[6] & 0x3F) || p[7])) /* MF or fragment offset */
             return -C_MALFORMED;
         return 4;
     }

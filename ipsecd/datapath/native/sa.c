@@ -247,7 +247,7 @@ static int protect_one(struct nat_sa *sa, const unsigned char *in, size_t n, uns
 
     if (sa->expired)
         return C_EXPIRED;
-    version = nat_ip_validate(in, n);
+    version = nat_ip_validate(in, n, sa->tunnel);
     if (version < 0)
         return -version;
     if (!nat_selectors_match(sa->sels, sa->nsels, in, n, version))
@@ -336,7 +336,7 @@ static int unprotect_one(struct nat_sa *sa, const unsigned char *in, size_t n, u
     unsigned char *inner;
     uint64_t seq;
 
-    version = nat_ip_validate(in, n);
+    version = nat_ip_validate(in, n, 0);
     if (version < 0)
         return -version;
     if (version == 4) {
@@ -414,7 +414,7 @@ static int unprotect_one(struct nat_sa *sa, const unsigned char *in, size_t n, u
     if (sa->tunnel) {
         if (inner_proto != 4 && inner_proto != 41)
             return C_NOT_DECRYPTED;
-        inner_version = nat_ip_validate(inner, inner_len);
+        inner_version = nat_ip_validate(inner, inner_len, 1);
         if (inner_version != (inner_proto == 4 ? 4 : 6))
             return C_NOT_DECRYPTED;
         result_len = inner_len;

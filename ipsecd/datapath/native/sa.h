@@ -87,7 +87,7 @@ int nat_ah_icv(struct nat_crypto *c, const unsigned char *pkt, size_t n, int ver
                size_t ah_len, uint64_t seq, int esn, unsigned char *scratch, unsigned char *icv);
 
 /* ip.c helpers */
-int nat_ip_validate(const unsigned char *p, size_t n); /* 4, 6, or -(counter index) */
+int nat_ip_validate(const unsigned char *p, size_t n, int fragments); /* 4, 6, or -(counter index) */
 int nat_ipv6_split(const unsigned char *p, size_t n, size_t *nh_off, size_t *off); /* 0 or -1 */
 uint32_t nat_ones_sum(const unsigned char *p, size_t n, uint32_t acc);
 uint16_t nat_fold(uint32_t acc);
