@@ -46,8 +46,8 @@ struct nat_replay {
 
 void nat_replay_init(struct nat_replay *r, uint32_t window);
 /* Infer the 64-bit sequence number from its low 32 bits (RFC 4303 Appendix A2.2); non-ESN SAs
- * return seql. Returns 0 when no valid candidate exists (number below the window start). */
-uint64_t nat_replay_infer(const struct nat_replay *r, uint32_t seql, int esn);
+ * give seql. Returns -1 when the high half would be -1 or 2^32, else 0 with *seq set. */
+int nat_replay_infer(const struct nat_replay *r, uint32_t seql, int esn, uint64_t *seq);
 /* Pre-check: 1 when seq may be accepted (not zero, not seen, not left of the window). */
 int nat_replay_check(const struct nat_replay *r, uint64_t seq);
 /* Commit after the ICV verified. */

@@ -431,6 +431,113 @@ static PyTypeObject SaType = {
     .tp_repr = (reprfunc)Sa_repr,
 };
 
+/* ReplayWindow: the C anti-replay window (replay.c) on its own, with the API of
+ * ipsecd.datapath.replay.ReplayWindow, so the fallback's window tests run against it too. */
+typedef struct {
+    PyObject_HEAD
+    struct nat_replay r;
+    int esn;
+} ReplayObject;
+
+static int Replay_init(ReplayObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"size", "esn", NULL};
+    long size;
+    int esn = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "l|p", kwlist, &size, &esn))
+        return -1;
+    if (size < (long)NAT_WINDOW_MIN || size > (long)NAT_WINDOW_MAX || size % 32 != 0) {
+        PyErr_SetString(PyExc_ValueError, "replay window must be a multiple of 32 in 32..4096");
+        return -1;
+    }
+    nat_replay_init(&self->r, (uint32_t)size);
+    self->esn = esn;
+    return 0;
+}
+
+static PyObject *Replay_infer(ReplayObject *self, PyObject *arg)
+{
+    unsigned long low = PyLong_AsUnsignedLong(arg);
+    uint64_t seq;
+    if (low == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (low > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "a 32-bit sequence number is expected");
+        return NULL;
+    }
+    if (nat_replay_infer(&self->r, (uint32_t)low, self->esn, &seq) != 0)
+        Py_RETURN_NONE; /* no valid high half */
+    return PyLong_FromUnsignedLongLong(seq);
+}
+
+static PyObject *Replay_check(ReplayObject *self, PyObject *arg)
+{
+    unsigned long long seq = PyLong_AsUnsignedLongLong(arg);
+    if (seq == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(nat_replay_check(&self->r, seq));
+}
+
+static PyObject *Replay_commit(ReplayObject *self, PyObject *arg)
+{
+    unsigned long long seq = PyLong_AsUnsignedLongLong(arg);
+    if (seq == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    nat_replay_commit(&self->r, seq);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Replay_get_top(ReplayObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->r.top);
+}
+
+static int Replay_set_top(ReplayObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    /* Tests only: move the window to `value` with nothing received in it. */
+    unsigned long long top;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "top cannot be deleted");
+        return -1;
+    }
+    top = PyLong_AsUnsignedLongLong(value);
+    if (top == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    memset(self->r.bits, 0, sizeof(self->r.bits));
+    self->r.top = top;
+    return 0;
+}
+
+static PyObject *Replay_get_size(ReplayObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong(self->r.window);
+}
+
+static PyMethodDef Replay_methods[] = {
+    {"infer", (PyCFunction)Replay_infer, METH_O, "Full sequence number of a low half, or None."},
+    {"check", (PyCFunction)Replay_check, METH_O, "True when the sequence number may be accepted."},
+    {"commit", (PyCFunction)Replay_commit, METH_O, "Record an authenticated sequence number."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Replay_getset[] = {
+    {"top", (getter)Replay_get_top, (setter)Replay_set_top, "Highest committed sequence number.", NULL},
+    {"size", (getter)Replay_get_size, NULL, "Window size W.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ReplayType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ipsecd.datapath._native.ReplayWindow",
+    .tp_basicsize = sizeof(ReplayObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The C anti-replay window (RFC 4303 Appendix A, RFC 6479 bitmap).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Replay_init,
+    .tp_methods = Replay_methods,
+    .tp_getset = Replay_getset,
+};
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT, "_native", "Native ESP/AH batches on OpenSSL libcrypto.", -1, NULL,
     NULL, NULL, NULL, NULL,
@@ -440,7 +547,7 @@ PyMODINIT_FUNC PyInit__native(void)
 {
     PyObject *m, *names;
     int i;
-    if (PyType_Ready(&SaType) < 0)
+    if (PyType_Ready(&SaType) < 0 || PyType_Ready(&ReplayType) < 0)
         return NULL;
     m = PyModule_Create(&native_module);
     if (m == NULL)
@@ -448,6 +555,12 @@ PyMODINIT_FUNC PyInit__native(void)
     Py_INCREF(&SaType);
     if (PyModule_AddObject(m, "Sa", (PyObject *)&SaType) < 0) {
         Py_DECREF(&SaType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ReplayType);
+    if (PyModule_AddObject(m, "ReplayWindow", (PyObject *)&ReplayType) < 0) {
+        Py_DECREF(&ReplayType);
         Py_DECREF(m);
         return NULL;
     }

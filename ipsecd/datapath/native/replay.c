@@ -20,29 +20,36 @@ void nat_replay_init(struct nat_replay *r, uint32_t window)
 }
 
 /* RFC 4303 Appendix A2.2: choose Seqh so that the number lands in or right of the window. */
-uint64_t nat_replay_infer(const struct nat_replay *r, uint32_t seql, int esn)
+int nat_replay_infer(const struct nat_replay *r, uint32_t seql, int esn, uint64_t *seq)
 {
     uint32_t tl, th, bl;
-    if (!esn)
-        return seql;
+    if (!esn) {
+        *seq = seql;
+        return 0;
+    }
     tl = (uint32_t)r->top;
     th = (uint32_t)(r->top >> 32);
     bl = tl - r->window + 1u; /* modulo 2^32 */
     if (tl >= r->window - 1u) {
         /* Case A: the window lies within one sequence number subspace. */
-        if (seql >= bl)
-            return ((uint64_t)th << 32) | seql;
-        if (th == UINT32_MAX)
+        if (seql >= bl) {
+            *seq = ((uint64_t)th << 32) | seql;
             return 0;
-        return ((uint64_t)(th + 1u) << 32) | seql;
+        }
+        if (th == UINT32_MAX)
+            return -1; /* Seqh would be 2^32 */
+        *seq = ((uint64_t)(th + 1u) << 32) | seql;
+        return 0;
     }
     /* Case B: the window spans two subspaces. */
     if (seql >= bl) {
         if (th == 0)
-            return 0; /* would precede sequence number 1 */
-        return ((uint64_t)(th - 1u) << 32) | seql;
+            return -1; /* Seqh would be -1 */
+        *seq = ((uint64_t)(th - 1u) << 32) | seql;
+        return 0;
     }
-    return ((uint64_t)th << 32) | seql;
+    *seq = ((uint64_t)th << 32) | seql;
+    return 0;
 }
 
 int nat_replay_check(const struct nat_replay *r, uint64_t seq)

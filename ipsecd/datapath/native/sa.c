@@ -321,8 +321,7 @@ static int replay_check(struct nat_sa *sa, uint32_t seql, uint64_t *seq)
 {
     if (sa->expired)
         return C_EXPIRED;
-    *seq = nat_replay_infer(&sa->replay, seql, sa->esn);
-    if (!nat_replay_check(&sa->replay, *seq))
+    if (nat_replay_infer(&sa->replay, seql, sa->esn, seq) != 0 || !nat_replay_check(&sa->replay, *seq))
         return C_REPLAY;
     return V_OK;
 }
