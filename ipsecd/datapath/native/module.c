@@ -178,17 +178,19 @@ static PyObject *run_batch(SaObject *self, PyObject *packets, int outbound)
         PyErr_SetString(PyExc_ValueError, "the SA is closed");
         return NULL;
     }
-    fast = PySequence_Fast(packets, "packets must be a list of bytes");
+    /* A private tuple: nothing (a finaliser run by an allocation below, another thread) can change
+     * the caller's list under us. */
+    fast = PySequence_Tuple(packets);
     if (fast == NULL)
         return NULL;
-    n = PySequence_Fast_GET_SIZE(fast);
+    n = PyTuple_GET_SIZE(fast);
     items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(*items));
     if (items == NULL) {
         Py_DECREF(fast);
         return PyErr_NoMemory();
     }
     for (i = 0; i < n; i++) {
-        PyObject *obj = PySequence_Fast_GET_ITEM(fast, i);
+        PyObject *obj = PyTuple_GET_ITEM(fast, i);
         struct batch_item *it = &items[i];
         if (PyBytes_CheckExact(obj)) {
             Py_INCREF(obj);
