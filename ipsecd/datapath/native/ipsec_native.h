@@ -66,7 +66,9 @@ struct nat_crypto {
     EVP_CIPHER_CTX *enc;   /* bulk cipher, encrypt direction */
     EVP_CIPHER_CTX *dec;   /* bulk cipher, decrypt direction */
     EVP_CIPHER_CTX *ivgen; /* AES-128-ECB under the IV key (CBC IVs) */
-    EVP_MAC_CTX *mac;      /* HMAC keyed template */
+    /* HMAC (RFC 2104) as two keyed digest states: the hash context after absorbing key ^ ipad and
+     * the one after key ^ opad, copied into hm_work for every packet. */
+    EVP_MD_CTX *hm_in, *hm_out, *hm_work;
     unsigned char salt[4];
     /* Our own copies of the keys, wiped with OPENSSL_cleanse by nat_crypto_free. */
     unsigned char enc_key[32];
