@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from ipaddress import ip_address
 from pathlib import Path
@@ -192,7 +191,3 @@ AH_SUITES = [
     ("ah-sha512", IntegAlg.AUTH_HMAC_SHA2_512_256),
     ("ah-md5", IntegAlg.AUTH_HMAC_MD5_96),
 ]
-
-
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)

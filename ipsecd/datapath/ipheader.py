@@ -154,13 +154,6 @@ def set_length(hdr: bytearray, version: int, total: int) -> None:
         struct.pack_into("!H", hdr, 4, total - 40)
 
 
-def tos_of(pkt: bytes) -> int:
-    """The IPv4 TOS byte or the IPv6 Traffic Class."""
-    if pkt[0] >> 4 == 4:
-        return pkt[1]
-    return ((pkt[0] & 0x0F) << 4) | (pkt[1] >> 4)
-
-
 _IPV4_FIXED = struct.Struct("!BBHHHBB")
 _WORDS10 = struct.Struct("!10H")
 
