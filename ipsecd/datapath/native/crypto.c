@@ -1,7 +1,19 @@
 /* ESP payload protection on OpenSSL 3 EVP (RFC 4303 section 2-3, RFC 4106, RFC 4543, RFC 7634,
  * RFC 3602, RFC 2451, RFC 2404, RFC 4868). Contexts are keyed once per SA; per packet only the IV
  * is set (EVP_CipherInit_ex with a NULL cipher and key) and the HMAC starts from copies of its two
- * keyed digest states (RFC 2104). */
+ * keyed digest states (RFC 2104).
+ *
+ *  0                   1                   2                   3
+ *  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+ * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * |               Security Parameters Index (SPI)                 |
+ * |                 Sequence Number (low 32 bits)                 |
+ * |                 IV (0, 8 or 16 bytes)                         |
+ * |      Payload (encrypted unless NULL / GMAC)  |   Padding      |
+ * |      Padding (0-255)          |  Pad Length   | Next Header   |
+ * |                 ICV (12, 16, 24 or 32 bytes)                  |
+ * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ */
 #include <string.h>
 
 #include <openssl/crypto.h>

@@ -1,6 +1,26 @@
 /* Packet framing of one SA direction (docs/datapath.md sections 2-8): outer headers, UDP
  * encapsulation (RFC 3948), ESP (RFC 4303) and AH (RFC 4302) in transport and tunnel mode,
- * selectors, lifetimes, counters. Mirrors ipsecd/datapath/fallback.py step by step. */
+ * selectors, lifetimes, counters. Mirrors ipsecd/datapath/fallback.py step by step.
+ *
+ * Outer IPv4 header of tunnel mode (RFC 791 section 3.1, docs/datapath.md section 2.3):
+ *  0                   1                   2                   3
+ *  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+ * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * |Version=4| IHL=5| TOS (inner)  |          Total Length         |
+ * |  Identification (seq & 0xFFFF)|0|DF|0|    Fragment Offset 0   |
+ * |    TTL 64     | Protocol 50/51/17 |       Header Checksum     |
+ * |                  Source Address (tunnel.src)                  |
+ * |               Destination Address (tunnel.dst)                |
+ * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * Outer IPv6 header (RFC 8200 section 3): version 6, Traffic Class (inner), flow label 0,
+ * Payload Length, Next Header 50/51/17, Hop Limit 64, tunnel.src, tunnel.dst.
+ *
+ * UDP encapsulation (RFC 3948 section 2.1) in front of ESP:
+ * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ * |        Source Port            |      Destination Port         |
+ * |           Length              |   Checksum (0 over IPv4)      |
+ * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+ */
 #include <stdlib.h>
 #include <string.h>
 
