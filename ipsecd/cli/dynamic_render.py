@@ -211,7 +211,7 @@ def qmsas_text(sas: Sequence[View], resolve: Resolver = _identity, table: bool =
 
 
 def _auth_list(auth: Sequence[View]) -> str:
-    return ", ".join(_AUTH.get(a["method"], a["method"]) for a in auth) or "none"
+    return ", ".join(str(_AUTH.get(a["method"], a["method"])) for a in auth) or "none"
 
 
 def filters_text(kind: str, rows: Sequence[View], resolve: Resolver = _identity) -> list[str]:
