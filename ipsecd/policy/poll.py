@@ -150,8 +150,8 @@ def poll(
         compiled = compile(store)
     except (StoreError, ExpansionError, ValueError) as exc:
         rejected = replace(state, rejected_digest=digest, next_poll=now + state.interval_seconds)
-        event = PolicyRejected(policy=in_force, error=_error_text(exc))
-        return PollResult(Decision.REJECTED, rejected, events=(event,))
+        refusal = PolicyRejected(policy=in_force, error=_error_text(exc))
+        return PollResult(Decision.REJECTED, rejected, events=(refusal,))
     interval = interval_of(store)
     new_state = PollState(
         applied_digest=digest,
@@ -160,8 +160,8 @@ def poll(
         next_poll=now + interval,
         interval_seconds=interval,
     )
-    event = PolicyChanged(source=source, objects=changed_objects(state.applied, store))
-    return PollResult(Decision.APPLY, new_state, store, compiled, (event,))
+    change = PolicyChanged(source=source, objects=changed_objects(state.applied, store))
+    return PollResult(Decision.APPLY, new_state, store, compiled, (change,))
 
 
 def applied_event(store: Store, filters: int) -> PolicyApplied:
