@@ -281,7 +281,8 @@ def cmd_set(ctx: DynamicContext, words: Sequence[str]) -> int:
     if ctx.json:
         ctx.emit(result)
     else:
-        ctx.say([f"{prop} = {result['config'][prop]}"])
+        value = result["config"][prop]
+        ctx.say([f"{prop} = {int(value) if isinstance(value, bool) else value}"])
     return 0
 
 

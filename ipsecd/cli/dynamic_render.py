@@ -74,7 +74,7 @@ def _identity(a: str) -> str:
 
 
 def _kv(label: str, value: object, indent: int = 0) -> str:
-    return f"{' ' * indent}{label:<{28 - indent}}: {value}"
+    return f"{' ' * indent}{label:<{30 - indent}}: {value}"
 
 
 def _heading(title: str) -> list[str]:

@@ -275,6 +275,12 @@ def select(rows: Iterable[View], args: Mapping[str, JSONValue], pair: bool = Fal
     dst = _check_address("dstaddr", args["dstaddr"]) if "dstaddr" in args else "any"
     numbers = {k: _int_arg(args, k) for k in ("protocol", "srcport", "dstport")}
     name, kind, action = args.get("name"), args.get("type"), args.get("action")
+
+    def traffic_matches(row: Mapping[str, Any]) -> bool:
+        if not (address_matches(src, str(row["srcaddr"])) and address_matches(dst, str(row["dstaddr"]))):
+            return False
+        return not any(v is not None and row.get(k, v) not in (v, 0) for k, v in numbers.items())
+
     out: list[View] = []
     for row in rows:
         if pair:
@@ -284,9 +290,12 @@ def select(rows: Iterable[View], args: Mapping[str, JSONValue], pair: bool = Fal
                 or (address_matches(src, b) and address_matches(dst, a))
             ):
                 continue
-        elif not (address_matches(src, str(row["srcaddr"])) and address_matches(dst, str(row["dstaddr"]))):
-            continue
-        if any(v is not None and row.get(k, v) not in (v, 0) for k, v in numbers.items()):
+            if any(v is not None and row.get(k, v) not in (v, 0) for k, v in numbers.items()):
+                continue
+        elif "filters" in row:  # a rule: one of its filters must match
+            if not any(traffic_matches(f) for f in row["filters"]):
+                continue
+        elif not traffic_matches(row):
             continue
         if name is not None and name not in (row.get("name"), row.get("rule"), row.get("policy")):
             continue

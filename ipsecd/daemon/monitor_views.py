@@ -206,6 +206,17 @@ def rule_views(store: Store, compiled: CompiledPolicy) -> list[View]:
             "conntype": rule.conntype.value,
             "auth": [auth_view(a) for a in rule.auth],
             "ikeversion": rule.ikeversion,
+            "filters": [
+                {
+                    "srcaddr": str(f.src),
+                    "dstaddr": str(f.dst),
+                    "protocol": f.protocol,
+                    "srcport": f.srcport,
+                    "dstport": f.dstport,
+                    "mirrored": f.mirrored,
+                }
+                for f in filters
+            ],
             "generic_filters": len(filters),
             "specific_filters": counts.get(rule.name, 0),
         }
