@@ -61,7 +61,7 @@ def test_snapshot_is_json_and_has_no_keys(sock: Path) -> None:
     for secret in (ENC_IN, AUTH_IN, GCM_KEY):
         assert secret.hex() not in text
     assert EXAMPLE_PSK not in text
-    assert "SaKeys(<redacted>)" == repr(state.keys_of(10))
+    assert repr(state.keys_of(10)) == "SaKeys(<redacted>)"
     assert set(snap) == {
         "uptime_seconds",
         "time",
