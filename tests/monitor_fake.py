@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ipsecd.cli.dynamic import DynamicContext
 from ipsecd.cli.main import run
@@ -202,7 +203,9 @@ class FakeEngine:
 
 
 @contextmanager
-def fake_daemon(path: Path, fill: bool = True) -> Iterator[tuple[MonitorState, FakeEngine]]:
+def fake_daemon(
+    path: Path, fill: bool = True, **server_options: Any
+) -> Iterator[tuple[MonitorState, FakeEngine]]:
     """The real ControlServer with a MonitorState and a FakeEngine, in a thread."""
     clock = FakeClock()
     state = MonitorState(clock, wall_clock=lambda: 1796300000.0)
@@ -211,7 +214,7 @@ def fake_daemon(path: Path, fill: bool = True) -> Iterator[tuple[MonitorState, F
     if fill:
         engine.fill()
     state.store_source = "config/example"
-    server = ControlServer(path)
+    server = ControlServer(path, **server_options)
     state.register(server)
     loop = asyncio.new_event_loop()
     started = threading.Event()

@@ -144,6 +144,53 @@ def test_keys_only_for_root(sock: Path) -> None:
         assert {k["spi"] for k in got["keys"]} == {"0xc0ffee01", "0x0badf00d", "0x00001001", "0x00002002"}
 
 
+# A client run as another user: one request per argument, the answers as a JSON list.
+_CHILD = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+answers = []
+for i, req in enumerate(sys.argv[2:]):
+    cmd, _, args = req.partition(" ")
+    f.write(json.dumps({"id": i, "command": cmd, "args": json.loads(args or "{}")}).encode() + b"\\n")
+    f.flush()
+    answers.append(json.loads(f.readline()))
+print(json.dumps(answers))
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user (CI runs as root)")
+def test_keys_and_dump_refused_to_a_group_member(tmp_path: Path) -> None:
+    """Through the real socket: a non-root member of the control group sees SAs, not keys."""
+    import grp
+    import shutil
+    import subprocess
+    import tempfile
+
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    shared = Path(tempfile.mkdtemp(prefix="ipsecd-mon-"))
+    shared.chmod(0o755)
+    try:
+        sock = shared / "control.sock"
+        with fake_daemon(sock, group=nogroup):
+            r = subprocess.run(
+                ["/usr/bin/python3", "-I", "-c", _CHILD, str(sock), 'dynamic.show {"what": "qmsas"}',
+                 'dynamic.show {"what": "qmsas", "keys": true}', "dump"],
+                user=65534, group=nogroup, extra_groups=[], capture_output=True, text=True, timeout=30, cwd="/",
+            )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        plain, keys, dump = json.loads(r.stdout)
+        assert plain["ok"] and len(plain["result"]["qmsas"]) == 2
+        assert keys["error"]["code"] == "permission_denied" and "keys" not in keys
+        assert dump["error"]["code"] == "permission_denied"
+        assert ENC_IN.hex() not in r.stdout and EXAMPLE_PSK not in r.stdout
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 @pytest.mark.parametrize(
     "args",
     [
