@@ -108,6 +108,22 @@ def test_derived_and_counted_statistics() -> None:
     assert state.stats_view()["quick_mode"]["active_tunnels"] == 0
 
 
+def test_datapath_counters_add_up() -> None:
+    from ipsecd.daemon.monitor import DATAPATH_STATS
+    from ipsecd.datapath.counters import Counters
+
+    assert set(DATAPATH_STATS) == set(Counters.windows_names())  # every Windows-named data path counter
+    state = MonitorState(FakeClock())
+    delta = Counters(
+        confidential_bytes_sent=100, tunnel_bytes_received=7, bad_spi_packets=2, malformed_packets=5
+    )
+    state.add_datapath_counters(delta)
+    state.add_datapath_counters(delta)
+    qm = state.stats_view()["quick_mode"]
+    assert (qm["confidential_bytes_sent"], qm["tunnel_bytes_received"], qm["bad_spi_packets"]) == (200, 14, 4)
+    assert qm["packets_not_decrypted"] == 0
+
+
 def test_address_matching() -> None:
     assert address_matches("any", "10.0.0.0/8")
     assert address_matches("10.1.2.3", "10.0.0.0/8")

@@ -26,6 +26,7 @@ from typing import Any
 
 from ipsecd.daemon.control import ControlError, ControlServer, ErrorCode, JSONValue, Request
 from ipsecd.daemon.monitor_views import filter_views, mmpolicy_views, qmpolicy_views, rule_views
+from ipsecd.datapath.counters import Counters
 from ipsecd.policy.classifier import CompiledPolicy
 from ipsecd.policy.dump import dump_script
 from ipsecd.policy.model import Store
@@ -156,6 +157,8 @@ QM_STATS: dict[str, str] = {
     "offloaded_bytes_sent": "Offloaded Bytes Sent",
     "offloaded_bytes_received": "Offloaded Bytes Received",
 }
+# The quick mode statistics the data path's Counters carry under the same names.
+DATAPATH_STATS = tuple(n for n in QM_STATS if n in Counters.field_names())
 # Derived from the SA tables when a view is built (the engine does not count them).
 MM_DERIVED = frozenset({"soft_associations"})
 QM_DERIVED = frozenset({"active_sa", "active_tunnels"})
@@ -371,6 +374,13 @@ class MonitorState:
 
     def count_qm(self, name: str, n: int = 1) -> None:
         self._count(self._qm_stats, QM_STATS, QM_DERIVED, name, n)
+
+    def add_datapath_counters(self, delta: Counters) -> None:
+        """Add a data path counter delta (``ipsecd.datapath.counters``, same names) to the quick
+        mode statistics: bytes by kind and the drop counters Windows shows."""
+        with self._lock:
+            for name in DATAPATH_STATS:
+                self._qm_stats[name] += getattr(delta, name)
 
     def set_mm_gauge(self, name: str, value: int) -> None:
         """Sizes (heap sizes, list sizes, active acquires): set, not added."""
