@@ -103,40 +103,23 @@ def test_dump_of_an_invalid_store_fails(tmp_path: Path) -> None:
     assert r.rc == 1 and "dstaddr" in r.err and r.out == ""
 
 
+def _static(store: Path, *words: str) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = run(["--config", str(store), "static", *words], out=out, err=err)
+    return rc, err.getvalue()
+
+
 def test_static_set_config(tmp_path: Path) -> None:
     store = tmp_path / "s.toml"
-    assert (
-        ctl(
-            tmp_path / "x",
-            "--config",
-            str(store),
-            "static",
-            "set",
-            "config",
-            "property=ipsecexempt",
-            "value=1",
-        ).rc
-        == 0
-    )
-    assert (
-        ctl(
-            tmp_path / "x",
-            "--config",
-            str(store),
-            "static",
-            "set",
-            "config",
-            "property=ikelogging",
-            "value=yes",
-        ).rc
-        == 0
-    )
+    assert _static(store, "set", "config", "property=ipsecexempt", "value=1") == (0, "")
+    assert _static(store, "set", "config", "property=ikelogging", "value=yes") == (0, "")
     s = load_store(store).settings
     assert (s.ipsecexempt, s.ikelogging) == (1, True)
-    r = ctl(
-        tmp_path / "x", "--config", str(store), "static", "set", "config", "property=ipsecexempt", "value=7"
-    )
-    assert r.rc == 2 and "0..3" in r.err
+    rc, err = _static(store, "set", "config", "property=ipsecexempt", "value=7")
+    assert rc == 2 and "0..3" in err
+    rc, err = _static(store, "set", "config", "property=ipsecdiagnostics", "value=1")
+    assert rc == 2 and "property must be one of" in err
+    assert load_store(store).settings.ipsecexempt == 1
 
 
 # -- random stores -------------------------------------------------------------------------------

@@ -342,6 +342,7 @@ def test_resolvedns_uses_the_resolver(sock: Path) -> None:
         (["dynamic", "frob"], "unknown command"),
         (["--config", "/tmp/x", "dynamic", "show", "stats"], "--config is not used"),
         (["--count", "0", "monitor"], "--count"),
+        (["static", "show", "all"], "--control: not used by static"),
     ],
 )
 def test_usage_errors(sock: Path, argv: list[str], message: str) -> None:

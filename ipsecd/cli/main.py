@@ -165,6 +165,9 @@ def run(
             return _run_daemon_command(opts, words, out, err)
         if not words or words[0].lower() != "static":
             raise UsageError("expected 'static', 'dynamic', 'dump' or 'monitor'")
+        daemon_only = [f"--{o}" for o in ("control", "interval", "count") if o in opts]
+        if daemon_only:
+            raise UsageError(f"{', '.join(daemon_only)}: not used by static (it edits the store files)")
         facts = opts.get("host-facts")
         if isinstance(facts, str):
             host = load_host_facts(facts)
