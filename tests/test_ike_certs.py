@@ -439,3 +439,53 @@ def test_certs_for_certreq(pki: dict[str, Any]) -> None:
         pki["ipsecd-rsa"],
     )
     assert certs.certs_for_certreq(cred, ikev1_dns=[MK.name("x").public_bytes()]) is None
+
+
+# -------------------------------------------------------------------------- verify_peer
+
+
+def _ders(*cs: x509.Certificate) -> list[bytes]:
+    return [c.public_bytes(serialization.Encoding.DER) for c in cs]
+
+
+def test_verify_peer_then_its_signature(pki: dict[str, Any]) -> None:
+    from ipsecd.ike import signatures as sg
+
+    d: Path = pki["dir"]
+    peer = certs.load_local_credential(d / "strongswan-ecdsa-chain.pem", d / "strongswan-ecdsa.key")
+    t, idd = IdType.ID_FQDN, b"strongswan.test"
+    # IKEv1 fixes no order: the intermediate first must work too.
+    for order in (peer.certificates, tuple(reversed(peer.certificates))):
+        got = certs.verify_peer(_ders(*order), anchors(pki, crls=True), NOW, t, idd, strongcrlcheck=2)
+        assert got.identity == "strongswan.test" and got.account is None
+        assert got.chain.path == (pki["strongswan-ecdsa"], pki["int"], pki["ca"])
+    auth = sg.ikev2_sign(peer.key, sg.V2AuthMethod.DIGITAL_SIGNATURE, b"octets")
+    assert sg.ikev2_verify(got.public_key, sg.V2AuthMethod.DIGITAL_SIGNATURE, b"octets", auth)
+    mapped = certs.verify_peer(
+        _ders(*peer.certificates),
+        anchors(pki),
+        NOW,
+        t,
+        idd,
+        certmap=True,
+        user_exists={"strongswan.test"}.__contains__,
+    )
+    assert mapped.account == "strongswan.test"
+
+
+def test_verify_peer_failures(pki: dict[str, Any]) -> None:
+    t, idd = IdType.ID_IPV4_ADDR, ipaddress.ip_address("192.0.2.2").packed
+    chain = _ders(pki["strongswan-rsa"], pki["int"])
+    with pytest.raises(TrustError, match="no certificate"):
+        certs.verify_peer([], anchors(pki), NOW, t, idd)
+    with pytest.raises(TrustError) as e:
+        certs.verify_peer([b"\x30\x03junk"], anchors(pki), NOW, t, idd)
+    assert reason(e) == "malformed certificate"
+    with pytest.raises(IdentityError):  # the ID names another host
+        certs.verify_peer(chain, anchors(pki), NOW, t, ipaddress.ip_address("192.0.2.1").packed)
+    with pytest.raises(TrustError) as e:
+        certs.verify_peer(_ders(pki["revoked"], pki["int"]), anchors(pki, crls=True), NOW, IdType.ID_FQDN,
+                          b"revoked.test", strongcrlcheck=1)  # fmt: skip
+    assert reason(e) == "revoked" and "revoked.test" in e.value.subject
+    with pytest.raises(IdentityError, match="no local account"):
+        certs.verify_peer(chain, anchors(pki), NOW, t, idd, certmap=True, user_exists=lambda n: False)

@@ -550,3 +550,76 @@ def certs_for_certreq(
             return certs[: i + 1]
     # An IKEv2 hash names a key, not a name: we only know the keys of certificates we hold.
     return None
+
+
+# ------------------------------------------------------------------------- the whole peer check
+
+
+@dataclass(frozen=True)
+class PeerCertificate:
+    """A peer authenticated by certificate: its validated path, identity and mapped account."""
+
+    chain: ValidatedChain
+    identity: str
+    account: str | None = None
+
+    @property
+    def public_key(self) -> PublicKey:
+        key = self.chain.leaf.public_key()
+        assert isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)  # checked by verify_peer
+        return key
+
+
+def parse_cert_payloads(ders: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
+    """Certificates of received CERT payloads (encoding 4, X.509 Certificate - Signature: DER)."""
+    out = []
+    for data in ders[: MAX_CHAIN_DEPTH * 2]:
+        try:
+            out.append(x509.load_der_x509_certificate(data))
+        except ValueError:
+            raise TrustError("malformed certificate") from None
+    return tuple(out)
+
+
+def verify_peer(
+    cert_ders: Sequence[bytes],
+    trust: TrustAnchors,
+    now: datetime.datetime,
+    id_type: int,
+    id_data: bytes,
+    *,
+    strongcrlcheck: int = 0,
+    certmap: bool = False,
+    user_exists: Callable[[str], bool] | None = None,
+) -> PeerCertificate:
+    """What the exchanges do with the peer's CERT payloads and ID before checking its signature.
+
+    The end-entity certificate is the first one that is not a CA and matches the ID (RFC 7296
+    section 3.6 puts it first; IKEv1 fixes no order); the others serve as intermediates. Raises
+    TrustError (for the CertificateTrustFailed event) or IdentityError (AuthenticationFailed).
+    The caller then verifies SIG/AUTH with ``PeerCertificate.public_key``.
+    """
+    received = parse_cert_payloads(cert_ders)
+    if not received:
+        raise TrustError("no certificate received")
+    leaf = received[0]
+    for c in received:
+        bc = _basic_constraints(c)
+        if bc is not None and bc.ca:
+            continue
+        try:
+            check_identity(c, id_type, id_data)
+        except IdentityError:
+            continue
+        leaf = c
+        break
+    if not isinstance(leaf.public_key(), rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise TrustError("unsupported public key type", dn(leaf), leaf.issuer.rfc4514_string())
+    chain = validate_chain(leaf, [c for c in received if c is not leaf], trust, now, strongcrlcheck)
+    identity = check_identity(leaf, id_type, id_data)
+    account = None
+    if certmap:
+        if user_exists is None:
+            raise ValueError("certmap needs a user_exists lookup")
+        account = map_to_account(leaf, user_exists)
+    return PeerCertificate(chain, identity, account)
