@@ -489,3 +489,17 @@ def test_verify_peer_failures(pki: dict[str, Any]) -> None:
     assert reason(e) == "revoked" and "revoked.test" in e.value.subject
     with pytest.raises(IdentityError, match="no local account"):
         certs.verify_peer(chain, anchors(pki), NOW, t, idd, certmap=True, user_exists=lambda n: False)
+
+
+def test_web_pki_verifier_rejects_ipsec_certificates(pki: dict[str, Any]) -> None:
+    """Why ipsecd validates paths itself (docs/certificates.md): the web-PKI verifier of the
+    cryptography package refuses an ipsecIKE-only certificate and one without subjectAltName,
+    both of which are fine for IKE (RFC 4945)."""
+    from cryptography.x509 import verification as v
+
+    policy = v.PolicyBuilder().store(v.Store([pki["ca"]])).time(NOW)
+    for odd in (host(pki, eku=[certs.IPSEC_IKE_EKU]), host(pki, san_ips=[], san_dns=[])):
+        with pytest.raises(v.VerificationError):
+            policy.build_client_verifier().verify(odd, [pki["int"]])
+        validate_chain(odd, [pki["int"]], anchors(pki), NOW)
+    policy.build_client_verifier().verify(host(pki), [pki["int"]])  # an ordinary one passes both
