@@ -167,23 +167,38 @@ def test_algids_match_openssl_encodings(keys: dict[str, Any], h: H) -> None:
 
 
 def test_algid_bytes() -> None:
-    # The DER of each AlgorithmIdentifier (X.690 encodings of the OIDs of RFC 3279, RFC 4055 and
-    # RFC 5758). RFC 7427 Appendix A could not be retrieved here to compare against its text;
-    # the ecdsa-with-SHA256 bytes below also appear as the signatureAlgorithm of an OpenSSL
-    # certificate quoted on a public Q&A page ("30 0A 06 08 2A 86 48 CE 3D 04 03 02"), and
-    # test_algids_match_openssl_encodings compares all of them with OpenSSL's own encoder.
+    """The AlgorithmIdentifiers against bytes published by others.
+
+    RFC 7427 Appendix A itself could not be retrieved with the search tool; these are the same
+    objects as published elsewhere (test_algids_match_openssl_encodings also compares every one
+    with OpenSSL's encoder):
+    - sha512WithRSAEncryption "Length = 15 / 0000: 300d 0609 2a86 4886 f70d 0101 0d05 00", in
+      RFC 7427 Appendix A's own layout, as sent by Android (libreswan issue #626);
+    - ecdsa-with-SHA256 "300a06082a8648ce3d040302" (w3c/openscreenprotocol pull request #288);
+    - RSASSA-PSS with SHA-256/384/512, MGF1 of the same hash, salt = hash size: the encodings the
+      Mozilla root store policy section 5.1.1 mandates (quoted in zmap/zlint issue #356).
+    The other rows are the DER of the OIDs of RFC 3279/RFC 4055/RFC 5758 (X.690 section 8.19).
+    """
+    assert sg.rsa_pkcs1_algid(H.SHA2_512).hex() == "300d06092a864886f70d01010d0500"
+    assert len(sg.rsa_pkcs1_algid(H.SHA2_512)) == 15
+    assert sg.ecdsa_algid(H.SHA2_256).hex() == "300a06082a8648ce3d040302"
+    pss = {
+        H.SHA2_256: "304106092a864886f70d01010a3034a00f300d06096086480165030402010500"
+        "a11c301a06092a864886f70d010108300d06096086480165030402010500a203020120",
+        H.SHA2_384: "304106092a864886f70d01010a3034a00f300d06096086480165030402020500"
+        "a11c301a06092a864886f70d010108300d06096086480165030402020500a203020130",
+        H.SHA2_512: "304106092a864886f70d01010a3034a00f300d06096086480165030402030500"
+        "a11c301a06092a864886f70d010108300d06096086480165030402030500a203020140",
+    }
+    for h, hexed in pss.items():
+        assert sg.rsa_pss_algid(h).hex() == hexed
+    # Derived from the OIDs (no published copy found in this session):
     assert sg.rsa_pkcs1_algid(H.SHA1).hex() == "300d06092a864886f70d0101050500"
     assert sg.rsa_pkcs1_algid(H.SHA2_256).hex() == "300d06092a864886f70d01010b0500"
     assert sg.rsa_pkcs1_algid(H.SHA2_384).hex() == "300d06092a864886f70d01010c0500"
-    assert sg.rsa_pkcs1_algid(H.SHA2_512).hex() == "300d06092a864886f70d01010d0500"
     assert sg.ecdsa_algid(H.SHA1).hex() == "300906072a8648ce3d0401"
-    assert sg.ecdsa_algid(H.SHA2_256).hex() == "300a06082a8648ce3d040302"
     assert sg.ecdsa_algid(H.SHA2_384).hex() == "300a06082a8648ce3d040303"
     assert sg.ecdsa_algid(H.SHA2_512).hex() == "300a06082a8648ce3d040304"
-    assert sg.rsa_pss_algid(H.SHA2_256).hex() == (
-        "304106092a864886f70d01010a3034a00f300d06096086480165030402010500"
-        "a11c301a06092a864886f70d010108300d06096086480165030402010500a203020120"
-    )
 
 
 def test_parse_algid_accepts_absent_params_and_pss_defaults() -> None:
