@@ -503,3 +503,44 @@ def test_web_pki_verifier_rejects_ipsec_certificates(pki: dict[str, Any]) -> Non
             policy.build_client_verifier().verify(odd, [pki["int"]])
         validate_chain(odd, [pki["int"]], anchors(pki), NOW)
     policy.build_client_verifier().verify(host(pki), [pki["int"]])  # an ordinary one passes both
+
+
+def test_peer_certificate_configured_as_the_root(pki: dict[str, Any], tmp_path: Path) -> None:
+    """A self-signed peer certificate given as rootca is a path of one, still fully checked."""
+    key = MK.make_key("p256")
+    selfsigned = MK.make_cert(MK.name("peer"), key, None, serial=9, not_before=NOW - DAY, not_after=NOW + DAY,
+                              san_dns=["peer.test"])  # fmt: skip
+    trust = TrustAnchors((selfsigned,))
+    assert validate_chain(selfsigned, [], trust, NOW).path == (selfsigned,)
+    with pytest.raises(TrustError) as e:
+        validate_chain(selfsigned, [], trust, NOW + 2 * DAY)
+    assert reason(e) == "expired"
+    with pytest.raises(TrustError) as e:  # a CA certificate is no end entity (keyUsage keyCertSign only)
+        validate_chain(pki["ca"], [], anchors(pki), NOW)
+    assert reason(e) == "key usage lacks digitalSignature"
+
+
+def test_issuer_cycle_and_long_chains_terminate(pki: dict[str, Any]) -> None:
+    kx, ky = MK.make_key("p256"), MK.make_key("p256")
+    cx = MK.make_cert(MK.name("X"), kx, None, serial=11, not_before=NOW - DAY, not_after=NOW + DAY, ca=True)
+    cy = MK.make_cert(
+        MK.name("Y"), ky, (cx, kx), serial=12, not_before=NOW - DAY, not_after=NOW + DAY, ca=True
+    )
+    cx2 = MK.make_cert(
+        MK.name("X"), kx, (cy, ky), serial=13, not_before=NOW - DAY, not_after=NOW + DAY, ca=True
+    )
+    leaf = host(pki, issuer=(cx, kx))
+    with pytest.raises(TrustError) as e:  # X <- Y <- X ... never reaches our root
+        validate_chain(leaf, [cy, cx2, cx], anchors(pki), NOW)
+    assert reason(e) in ("no trusted root", "chain too long")
+    # A chain longer than MAX_CHAIN_DEPTH is refused even when it would reach the root.
+    chain, iss = [], (pki["ca"], pki["ca.key"])
+    for i in range(certs.MAX_CHAIN_DEPTH):
+        k = MK.make_key("p256")
+        c = MK.make_cert(MK.name(f"level {i}"), k, iss, serial=100 + i, not_before=NOW - DAY, not_after=NOW + DAY,
+                         ca=True)  # fmt: skip
+        chain.append(c)
+        iss = (c, k)
+    with pytest.raises(TrustError) as e:
+        validate_chain(host(pki, issuer=iss), chain, anchors(pki), NOW)
+    assert reason(e) == "chain too long"

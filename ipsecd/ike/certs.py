@@ -294,11 +294,20 @@ def validate_chain(
         if not best or depth > best[0][0]:
             best[:] = [(depth, err)]
 
+    def finish(path: list[x509.Certificate]) -> tuple[x509.Certificate, ...] | None:
+        found = tuple(path)
+        try:
+            _check_path(found, trust, now, strongcrlcheck)
+        except TrustError as e:
+            fail(len(found) + 1, e)  # a complete path fails later than any partial one
+            return None
+        return found
+
     def extend(path: list[x509.Certificate]) -> tuple[x509.Certificate, ...] | None:
         top = path[-1]
-        # The top certificate is itself a trust anchor (the peer sent a root, or is one).
+        # The peer's certificate is itself a trust anchor (configured as the rootca).
         if top in trust.roots:
-            return tuple(path)
+            return finish(path)
         if len(path) >= MAX_CHAIN_DEPTH:
             fail(len(path), TrustError("chain too long", dn(path[0]), top.issuer.rfc4514_string()))
             return None
@@ -322,13 +331,8 @@ def validate_chain(
             except (ValueError, TypeError, UnsupportedAlgorithm):
                 fail(len(path), TrustError("unsupported signature", dn(top), cand.subject.rfc4514_string()))
                 continue
-            found = tuple([*path, cand]) if cand in anchors else extend([*path, cand])
+            found = finish([*path, cand]) if cand in anchors else extend([*path, cand])
             if found is not None:
-                try:
-                    _check_path(found, trust, now, strongcrlcheck)
-                except TrustError as e:
-                    fail(len(found) + 1, e)  # a complete path fails later than any partial one
-                    continue
                 return found
         return None
 
