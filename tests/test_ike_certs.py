@@ -544,3 +544,14 @@ def test_issuer_cycle_and_long_chains_terminate(pki: dict[str, Any]) -> None:
     with pytest.raises(TrustError) as e:
         validate_chain(host(pki, issuer=iss), chain, anchors(pki), NOW)
     assert reason(e) == "chain too long"
+
+
+def test_trust_error_becomes_the_event(pki: dict[str, Any]) -> None:
+    from ipsecd.log.events import CertificateTrustFailed, EventId
+
+    with pytest.raises(TrustError) as e:
+        validate_chain(pki["revoked"], [pki["int"]], anchors(pki, crls=True), NOW, strongcrlcheck=1)
+    event = e.value.event(ipaddress.ip_address("192.0.2.9"))
+    assert isinstance(event, CertificateTrustFailed) and event.event_id is EventId.CERTIFICATE_TRUST_FAILED
+    assert (event.reason, event.subject) == ("revoked", "CN=revoked.test,O=ipsecd test")
+    assert event.issuer == "CN=ipsecd test intermediate CA,O=ipsecd test"

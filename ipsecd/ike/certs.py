@@ -35,6 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from ipsecd.ike import der
 from ipsecd.ike.constants import IdType
+from ipsecd.log.events import CertificateTrustFailed
 
 E = TypeVar("E", bound=x509.ExtensionType)
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -78,6 +79,10 @@ class TrustError(Exception):
         self.reason = reason
         self.subject = subject
         self.issuer = issuer
+
+    def event(self, peer: ipaddress.IPv4Address | ipaddress.IPv6Address) -> CertificateTrustFailed:
+        """The CertificateTrustFailed event (1212) of this failure, for the peer at ``peer``."""
+        return CertificateTrustFailed(peer=peer, subject=self.subject, issuer=self.issuer, reason=self.reason)
 
 
 class IdentityError(Exception):
