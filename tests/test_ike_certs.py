@@ -555,3 +555,36 @@ def test_trust_error_becomes_the_event(pki: dict[str, Any]) -> None:
     assert isinstance(event, CertificateTrustFailed) and event.event_id is EventId.CERTIFICATE_TRUST_FAILED
     assert (event.reason, event.subject) == ("revoked", "CN=revoked.test,O=ipsecd test")
     assert event.issuer == "CN=ipsecd test intermediate CA,O=ipsecd test"
+
+
+def test_strongswan_pki_tool_agrees(tmp_path: Path) -> None:
+    """strongSwan's own validator (``pki --verify``, package strongswan-pki from tools/bootstrap)
+    accepts the test PKI, and, with int.crl, rejects the revoked certificate, as we do. It uses
+    the wall clock, so this PKI is made for now."""
+    import shutil
+
+    exe = shutil.which("pki")
+    if exe is None:
+        pytest.skip("strongSwan's pki tool is not installed (tools/bootstrap installs strongswan-pki)")
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    MK.build_pki(tmp_path, now)
+
+    def pki_verify(stem: str) -> subprocess.CompletedProcess[str]:
+        args = [exe, "--verify", "--in", f"{stem}.pem", "--cacert", "ca.pem", "--cacert", "int.pem",
+                "--crl", "int.crl", "--crl", "ca.crl"]  # fmt: skip
+        return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+    trust = certs.load_trust(tmp_path / "ca.pem")
+    inter = certs.load_certificates(tmp_path / "int.pem")
+    for stem in ("ipsecd-rsa", "ipsecd-ecdsa", "strongswan-rsa", "strongswan-ecdsa"):
+        out = pki_verify(stem)
+        assert out.returncode == 0 and "certificate not revoked" in out.stdout, out.stdout + out.stderr
+        validate_chain(
+            certs.load_certificates(tmp_path / f"{stem}.pem")[0], inter, trust, now, strongcrlcheck=2
+        )
+    out = pki_verify("revoked")
+    assert out.returncode != 0 and "certificate untrusted" in out.stdout, out.stdout + out.stderr
+    with pytest.raises(TrustError, match="revoked"):
+        validate_chain(
+            certs.load_certificates(tmp_path / "revoked.pem")[0], inter, trust, now, strongcrlcheck=2
+        )
