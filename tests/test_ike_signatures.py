@@ -102,6 +102,20 @@ def test_ikev2_round_trip_and_tamper(
         )
 
 
+@pytest.mark.parametrize("h", list(H))
+def test_ikev2_method1_hash_is_read_from_the_digest_info(keys: dict[str, Any], h: H) -> None:
+    data = sg.ikev2_sign(keys["rsa"], V2.RSA_DIGITAL_SIGNATURE, OCTETS, h)
+    assert sg.ikev2_verify(keys["rsa"].public_key(), V2.RSA_DIGITAL_SIGNATURE, OCTETS, data)
+    assert sg.ikev2_verify(keys["rsa"].public_key(), V2.RSA_DIGITAL_SIGNATURE, OCTETS, data, allowed=[h])
+    others = [x for x in H if x is not h]
+    assert not sg.ikev2_verify(
+        keys["rsa"].public_key(), V2.RSA_DIGITAL_SIGNATURE, OCTETS, data, allowed=others
+    )
+    # An IKEv1-style signature (no DigestInfo) is not a method 1 signature.
+    raw = sg.ikev1_sign(keys["rsa"], V1.RSA_SIGNATURES, hashlib.sha1(OCTETS).digest())
+    assert not sg.ikev2_verify(keys["rsa"].public_key(), V2.RSA_DIGITAL_SIGNATURE, OCTETS, raw)
+
+
 def test_sign_refuses_a_method_that_does_not_fit_the_key(keys: dict[str, Any]) -> None:
     with pytest.raises(sg.SignatureError, match="secp256r1"):
         sg.ikev2_sign(keys["p384"], V2.ECDSA_SHA256_P256, OCTETS)

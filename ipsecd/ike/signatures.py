@@ -287,6 +287,25 @@ def _rsa_raw_pkcs1_verify(key: rsa.RSAPublicKey, data: bytes, sig: bytes) -> boo
         return False
 
 
+def _rsa_pkcs1_any_hash_verify(
+    key: rsa.RSAPublicKey, data: bytes, sig: bytes, ok: set[SignatureHash]
+) -> bool:
+    """RSASSA-PKCS1-v1_5 verification for whichever allowed hash the DigestInfo names (RFC 8017
+    section 9.2: DigestInfo ::= SEQUENCE { AlgorithmIdentifier, OCTET STRING digest })."""
+    if len(sig) != (key.key_size + 7) // 8:
+        return False
+    try:
+        digest_info = key.recover_data_from_signature(sig, padding.PKCS1v15(), None)
+        algid, digest = der.children(der.read_one(digest_info, der.SEQUENCE))
+        h = _hash_of_algid(algid[1]) if algid[0] == der.SEQUENCE and digest[0] == 0x04 else None
+    except (InvalidSignature, ValueError):
+        return False
+    if h is None or h not in ok:
+        return False
+    # Verify again through OpenSSL with that hash: it re-encodes the DigestInfo in DER and compares.
+    return _verify(key, sig, data, (padding.PKCS1v15(), _hash(h)))
+
+
 def _ecdsa_sign_rs(key: ec.EllipticCurvePrivateKey, data: bytes, h: SignatureHash) -> bytes:
     r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(_hash(h))))
     size = (key.curve.key_size + 7) // 8
@@ -407,10 +426,11 @@ def ikev2_verify(
     """
     ok_hashes = set(SignatureHash) if allowed is None else set(allowed)
     if method == V2AuthMethod.RSA_DIGITAL_SIGNATURE:
-        # RFC 7296 leaves the hash to configuration; SHA-1 is the interoperable choice.
-        if not isinstance(key, rsa.RSAPublicKey) or SignatureHash.SHA1 not in ok_hashes:
-            return False
-        return _verify(key, auth_data, octets, (padding.PKCS1v15(), hashes.SHA1()))
+        # RFC 7296 section 3.8 leaves the hash open ("SHOULD ... use SHA-1"): the DigestInfo
+        # inside the signature names it.
+        return isinstance(key, rsa.RSAPublicKey) and _rsa_pkcs1_any_hash_verify(
+            key, octets, auth_data, ok_hashes
+        )
     if method in _ECDSA_METHODS:
         try:
             h = _ecdsa_method_fits(key, method)
