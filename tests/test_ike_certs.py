@@ -434,6 +434,12 @@ def test_certs_for_certreq(pki: dict[str, Any]) -> None:
     assert certs.certs_for_certreq(cred) == both  # empty CERTREQ: anything
     assert certs.certs_for_certreq(cred, [certs.spki_sha1(pki["int"])]) == (pki["ipsecd-rsa"],)
     assert certs.certs_for_certreq(cred, [b"\x01" * 20]) is None
+    root_hash = [certs.spki_sha1(pki["ca"])]
+    assert certs.certs_for_certreq(cred, root_hash) is None  # the root's key is not in our chain file
+    assert certs.certs_for_certreq(cred, root_hash, issuers=anchors(pki).roots) == both
+    impostor = MK.make_cert(pki["ca"].subject, MK.make_key("p256"), None, serial=1, not_before=NOW,
+                            not_after=NOW + DAY, ca=True)  # fmt: skip
+    assert certs.certs_for_certreq(cred, [certs.spki_sha1(impostor)], issuers=[impostor]) is None
     assert certs.certs_for_certreq(cred, ikev1_dns=[certs.ikev1_certreq_data(pki["ca"])]) == both
     assert certs.certs_for_certreq(cred, ikev1_dns=[pki["int"].subject.public_bytes()]) == (
         pki["ipsecd-rsa"],

@@ -329,3 +329,30 @@ def test_openssl_pss_signature_verifies(keys: dict[str, Any], tmp_path: Path) ->
     data = bytes([len(algid)]) + algid + sig
     assert sg.ikev2_verify(keys["rsa"].public_key(), V2.DIGITAL_SIGNATURE, OCTETS, data)
     assert not sg.ikev2_verify(keys["rsa"].public_key(), V2.DIGITAL_SIGNATURE, OCTETS + b"!", data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2),
+    st.integers(0, 39),
+    st.lists(st.integers(0, 2**64), max_size=8),
+    st.integers(0, 2**200),
+)
+def test_der_round_trips(a0: int, a1: int, rest: list[int], n: int) -> None:
+    oid = ".".join(str(x) for x in [a0, a1, *rest])
+    tag, value, _ = der.read_tlv(der.encode_oid(oid))
+    assert (tag, der.decode_oid(value)) == (der.OID, oid)
+    assert der.decode_uint(der.read_one(der.encode_uint(n), der.INTEGER)) == n
+    assert x509.ObjectIdentifier(oid).dotted_string == oid  # the cryptography package agrees it is valid
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_der_reader_raises_only_der_errors(data: bytes) -> None:
+    try:
+        parts = der.children(data)
+    except der.DerError:
+        return
+    assert b"".join(whole for _, _, whole in parts) == data
+    for tag, value, whole in parts:
+        assert der.read_tlv(whole) == (tag, value, len(whole))

@@ -539,13 +539,18 @@ def ikev1_certreq_data(root: x509.Certificate) -> bytes:
 
 
 def certs_for_certreq(
-    cred: LocalCredential, ikev2_hashes: Sequence[bytes] = (), ikev1_dns: Sequence[bytes] = ()
+    cred: LocalCredential,
+    ikev2_hashes: Sequence[bytes] = (),
+    ikev1_dns: Sequence[bytes] = (),
+    issuers: Sequence[x509.Certificate] = (),
 ) -> tuple[x509.Certificate, ...] | None:
     """The certificates to send for a peer's CERTREQs, or None when our chain matches none.
 
     A request matches when it names (IKEv2: by SPKI hash, IKEv1: by DN) a CA of our chain or the
-    issuer of its top certificate (the root itself is usually not in our chain file). An empty
-    request (no authority) matches anything. Our certificates are sent up to the requested CA.
+    issuer of its top certificate. The root is usually not in our chain file: an IKEv2 hash names
+    a key, so pass the CA certificates we know (``issuers``, e.g. our rule's roots) to match it;
+    one counts when it really issued the top of our chain. An empty request (no authority)
+    matches anything. Our certificates are sent up to the requested CA.
     """
     hashes = set(ikev2_hashes)
     names = set(ikev1_dns)
@@ -557,7 +562,15 @@ def certs_for_certreq(
             return certs[:i]
         if c.issuer.public_bytes() in names:
             return certs[: i + 1]
-    # An IKEv2 hash names a key, not a name: we only know the keys of certificates we hold.
+    top = certs[-1]
+    for ca in issuers:
+        if spki_sha1(ca) not in hashes or ca.subject != top.issuer:
+            continue
+        try:
+            top.verify_directly_issued_by(ca)
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+        return certs
     return None
 
 
