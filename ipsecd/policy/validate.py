@@ -91,7 +91,7 @@ _RULE_KEYS = (
     "activate",
     "ikeversion",
 )
-_AUTH_KEYS = ("method", "psk", "rootca", "certmap")
+_AUTH_KEYS = ("method", "psk", "rootca", "certmap", "cert", "key")
 _BUILTINAUTH_KEYS = ("policy", "auth")
 
 _SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)")
@@ -473,7 +473,7 @@ class Validator:
                 ok = False
             elif psk is None:  # wrong type, already reported
                 ok = False
-            for key in ("rootca", "certmap"):
+            for key in ("rootca", "certmap", "cert", "key"):
                 if key in t:
                     self.add(f, _sub(path, key), f'{key} is only for method = "cert"')
                     ok = False
@@ -497,7 +497,49 @@ class Validator:
         if not ca.is_file():
             self.add(f, _sub(path, "rootca"), f"rootca file {str(ca)!r} does not exist")
             ok = False
-        return AuthMethod(kind, rootca=str(ca), certmap=certmap, origin=self.origin(f, path)) if ok else None
+        local = self.cert_files(f, path, t)
+        return (
+            AuthMethod(
+                kind,
+                rootca=str(ca),
+                certmap=certmap,
+                cert=local[0],
+                key=local[1],
+                origin=self.origin(f, path),
+            )
+            if ok and local is not None
+            else None
+        )
+
+    def cert_files(self, f: _File, path: str, t: dict[str, Any]) -> tuple[str | None, str | None] | None:
+        """Our certificate and key (docs/certificates.md): both or neither, existing, key mode 0600."""
+        got: dict[str, str | None] = {"cert": None, "key": None}
+        ok = True
+        for k, other in (("cert", "key"), ("key", "cert")):
+            if k in t and other not in t:
+                self.add(
+                    f,
+                    _sub(path, other),
+                    f"{k} needs {other} (our certificate and its private key go together)",
+                )
+                ok = False
+            v = self.get_str(f, path, t, k) if k in t else None
+            if v is None:
+                ok = ok and k not in t
+                continue
+            p = Path(v) if Path(v).is_absolute() else Path(f.name).parent / v
+            if not p.is_file():
+                self.add(f, _sub(path, k), f"{k} file {str(p)!r} does not exist")
+                ok = False
+            elif k == "key" and (mode := p.stat().st_mode & 0o777) & 0o077:
+                self.add(
+                    f,
+                    _sub(path, k),
+                    f"private key file is readable by group or others (mode {mode:04o}); run: chmod 600 {p}",
+                )
+                ok = False
+            got[k] = str(p)
+        return (got["cert"], got["key"]) if ok else None
 
     def check_psk_mode(self, f: _File, path: str, what: str = "a preshared key") -> None:
         if f.mode is None or f.psk_reported or not f.mode & 0o077:
