@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ipsecd.policy import builtin
+from ipsecd.policy import builtin, schema
 from ipsecd.policy.addrspec import family, parse_address
 from ipsecd.policy.issues import ConfigIssue, StoreError
 from ipsecd.policy.manual import ManualError, ManualPolicy, ManualState, parse_policy_entry, parse_state_entry
@@ -52,47 +52,6 @@ T = TypeVar("T")
 
 # -- validation --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("daemon", "filterlist", "filteraction", "policy", "builtinauth", "xfrm")
-_XFRM_KEYS = ("states", "policies")
-_DAEMON_KEYS = ("assigned_policy", "ipsecexempt", "ikelogging", "strongcrlcheck")
-_FILTERLIST_KEYS = ("name", "description", "filter")
-_FILTER_KEYS = (
-    "srcaddr",
-    "srcmask",
-    "dstaddr",
-    "dstmask",
-    "protocol",
-    "srcport",
-    "dstport",
-    "mirrored",
-    "description",
-)
-_FILTERACTION_KEYS = ("name", "description", "action", "qmsecmethods", "inpass", "soft", "qmpfs")
-_POLICY_KEYS = (
-    "name",
-    "description",
-    "pollinginterval",
-    "mmlifetime",
-    "qmpermm",
-    "mmsecmethods",
-    "mmpfs",
-    "activatedefaultrule",
-    "defaultruleauth",
-    "rule",
-)
-_RULE_KEYS = (
-    "name",
-    "description",
-    "filterlist",
-    "filteraction",
-    "auth",
-    "tunnel",
-    "conntype",
-    "activate",
-    "ikeversion",
-)
-_AUTH_KEYS = ("method", "psk", "rootca", "certmap", "cert", "key")
-_BUILTINAUTH_KEYS = ("policy", "auth")
 
 _SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 _KIND_TEXT = {"filterlist": "filter list", "filteraction": "filter action", "policy": "policy"}
@@ -297,7 +256,7 @@ class Validator:
         )
 
     def document(self, f: _File, doc: dict[str, Any]) -> None:
-        self.keys(f, "", doc, _TOP_KEYS)
+        self.keys(f, "", doc, schema.TOP_KEYS)
         if "daemon" in doc:
             self.daemon(f, doc["daemon"])
         for i, t in enumerate(self.get_tables(f, "", doc, "filterlist", "[[filterlist]]")):
@@ -320,7 +279,7 @@ class Validator:
         if self.settings is not None:
             self.add(f, "daemon", f"[daemon] is already given at {self.settings_where}")
             return
-        self.keys(f, "daemon", t, _DAEMON_KEYS)
+        self.keys(f, "daemon", t, schema.DAEMON_KEYS)
         assigned = self.get_str(f, "daemon", t, "assigned_policy")
         if assigned is not None:
             self.assigned_path = (f, "daemon.assigned_policy")
@@ -334,7 +293,7 @@ class Validator:
         )
 
     def filterlist(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _FILTERLIST_KEYS)
+        self.keys(f, path, t, schema.FILTERLIST_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         description = self.get_str(f, path, t, "description") or ""
         filters = []
@@ -359,7 +318,7 @@ class Validator:
             return None
 
     def filter(self, f: _File, path: str, t: dict[str, Any]) -> Filter | None:
-        self.keys(f, path, t, _FILTER_KEYS)
+        self.keys(f, path, t, schema.FILTER_KEYS)
         src = self.address(f, path, t, "src")
         dst = self.address(f, path, t, "dst")
         if src is not None and dst is not None:
@@ -403,7 +362,7 @@ class Validator:
         return number
 
     def filteraction(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _FILTERACTION_KEYS)
+        self.keys(f, path, t, schema.FILTERACTION_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         action_text = self.get_str(f, path, t, "action", required=True)
         action = None
@@ -449,7 +408,7 @@ class Validator:
         return tuple(methods)
 
     def auth(self, f: _File, path: str, t: dict[str, Any]) -> AuthMethod | None:
-        self.keys(f, path, t, _AUTH_KEYS)
+        self.keys(f, path, t, schema.AUTH_KEYS)
         method = self.get_str(f, path, t, "method", required=True)
         psk = self.get_str(f, path, t, "psk") if "psk" in t else None
         if "psk" in t:
@@ -557,7 +516,7 @@ class Validator:
         t = self.typed(f, "xfrm", value, dict, "a table ([xfrm])")
         if t is None:
             return
-        self.keys(f, "xfrm", t, _XFRM_KEYS)
+        self.keys(f, "xfrm", t, schema.XFRM_KEYS)
         for p, text in self.get_strings(f, "xfrm", t, "states") or []:
             try:
                 st = parse_state_entry(text)
@@ -610,7 +569,7 @@ class Validator:
                     )
 
     def policy(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _POLICY_KEYS)
+        self.keys(f, path, t, schema.POLICY_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         mm_items = self.get_strings(f, path, t, "mmsecmethods")
         mm: tuple[MmSecMethod, ...] = builtin.DEFAULT_MM_METHODS
@@ -683,7 +642,7 @@ class Validator:
         )
 
     def rule(self, f: _File, path: str, t: dict[str, Any]) -> Rule | None:
-        self.keys(f, path, t, _RULE_KEYS)
+        self.keys(f, path, t, schema.RULE_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         fl = self.get_str(f, path, t, "filterlist", required=True)
         fa = self.get_str(f, path, t, "filteraction", required=True)
@@ -722,7 +681,7 @@ class Validator:
         )
 
     def builtinauth(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _BUILTINAUTH_KEYS)
+        self.keys(f, path, t, schema.BUILTINAUTH_KEYS)
         pname = self.get_str(f, path, t, "policy", required=True)
         auth = self.auth_list(f, path, t, "auth")
         if t.get("auth", []) == []:
