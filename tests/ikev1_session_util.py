@@ -37,13 +37,15 @@ def rng(seed: str) -> Callable[[int], bytes]:
     return f
 
 
-def policy_a(methods: tuple[QmSecMethod, ...] = (ESP,), pfs: int | None = None, tunnel: bool = True) -> QmPolicy:
+def policy_a(
+    methods: tuple[QmSecMethod, ...] = (ESP,), pfs: int | None = None, tunnel: bool = True
+) -> QmPolicy:
     return QmPolicy(methods, pfs, tunnel, A_NET, B_NET)
 
 
-def lookup_b(methods: tuple[QmSecMethod, ...] = (ESP,), pfs: int | None = None) -> Callable[
-    [TrafficSelector, TrafficSelector], QmPolicy | None
-]:
+def lookup_b(
+    methods: tuple[QmSecMethod, ...] = (ESP,), pfs: int | None = None
+) -> Callable[[TrafficSelector, TrafficSelector], QmPolicy | None]:
     def f(local: TrafficSelector, remote: TrafficSelector) -> QmPolicy | None:
         if B_NET.contains(local) and A_NET.contains(remote):
             return QmPolicy(methods, pfs, True, B_NET, A_NET)

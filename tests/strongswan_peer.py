@@ -41,9 +41,17 @@ def available() -> str | None:
 
 class CharonV1Peer:
     def __init__(
-        self, *, ike_proposal: str, esp_proposal: str, psk: str, pfs: bool = False, charon_port: int = 500
+        self,
+        *,
+        ike_proposal: str,
+        esp_proposal: str,
+        psk: str,
+        pfs: bool = False,
+        charon_port: int = 500,
+        encap: bool = False,
     ) -> None:
         self.charon_port = charon_port
+        self.encap = encap
         self.ns = f"ipsecd-v1-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
         self.dir = Path(tempfile.mkdtemp(prefix="ipsecd-charon-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -85,7 +93,7 @@ swanctl {{ socket = {vici} }}
     local_addrs = 127.0.0.1
     remote_addrs = 127.0.0.2
     proposals = {ike_proposal}
-    encap = no
+    encap = {"yes" if self.encap else "no"}
     mobike = no
     local {{ auth = psk
       id = 127.0.0.1 }}
@@ -165,6 +173,21 @@ secrets {{ ike-1 {{ id-1 = 127.0.0.1
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def swanctl(self, *args: str) -> str:
+        """Runs swanctl against this charon; returns its output."""
+        r = subprocess.run(
+            ["ip", "netns", "exec", self.ns, "swanctl", *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        return r.stdout + r.stderr
+
+    def ip(self, *args: str) -> None:
+        """Runs ``ip`` inside the namespace."""
+        self._run("ip", "-n", self.ns, *args)
 
     def log_text(self) -> str:
         try:
