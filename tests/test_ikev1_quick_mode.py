@@ -208,7 +208,7 @@ def test_traffic_selector_id_round_trip() -> None:
 
 
 def test_selectors_of_a_specific_filter() -> None:
-    from ipsecd.policy.model import Action, AddrKind, AddressSpec, Filter
+    from ipsecd.policy.model import Action, AddressSpec, AddrKind, Filter
     from ipsecd.policy.order import AddressRange, Direction, SpecificFilter
 
     flt = Filter(AddressSpec(AddrKind.ME), AddressSpec(AddrKind.ANY))
