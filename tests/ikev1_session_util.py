@@ -72,6 +72,8 @@ class Wire:
     now: float = 0.0
     drop: Callable[[str, bytes], bool] = lambda who, d: False
     log: list[tuple[str, bytes, int]] = field(default_factory=list)
+    # A NAT in front of ``a``: its source (address, port) as ``b`` sees it, per local port of ``a``.
+    a_nat: dict[int, tuple[ipaddress.IPv4Address, int]] = field(default_factory=dict)
     events: dict[str, list[Event]] = field(default_factory=lambda: {"a": [], "b": []})
 
     def pump(self, rounds: int = 50) -> int:
@@ -85,9 +87,17 @@ class Wire:
                     self.log.append((name, data, lport))
                     if self.drop(name, data):
                         continue
-                    assert addr[0] == dst.cfg.local[0]
                     src_addr = (src.cfg.local[0], lport)
-                    dst.receive_datagram(data, src_addr, self.now, addr[1])
+                    dport = addr[1]
+                    if src is self.a and lport in self.a_nat:
+                        src_addr = self.a_nat[lport]
+                    if src is self.b and self.a_nat:
+                        back = {v: k for k, v in self.a_nat.items()}
+                        assert (addr[0], addr[1]) in back, "reply to an address the NAT does not map"
+                        dport = back[(addr[0], addr[1])]
+                    else:
+                        assert addr[0] == dst.cfg.local[0]
+                    dst.receive_datagram(data, src_addr, self.now, dport)
                     moved += 1
             self.collect()
             if not busy:

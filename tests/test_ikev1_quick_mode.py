@@ -230,3 +230,20 @@ def test_selectors_of_a_specific_filter() -> None:
     local, remote = selectors_of_filter(sf)
     assert local == TrafficSelector.of("10.1.0.0/24", 6, 0)
     assert remote == TrafficSelector.of("10.2.0.9/32", 6, 443)
+
+
+def test_a_real_nat_in_front_of_the_initiator_is_detected() -> None:
+    """RFC 3947 section 3.2: b sees a's packets from 203.0.113.9 with other ports; both sides see the
+    NAT on a's side, a floats to 4500 and b answers the translated port."""
+    pub = ipaddress.IPv4Address("203.0.113.9")
+    w = pair(b_peer=(pub, 500))
+    w.a_nat = {500: (pub, 40500), 4500: (pub, 44500)}
+    w.a.initiate(policy_a(), 0.0)
+    w.pump()
+    a, b = _children(w)
+    ia, ib = w.of("a", IkeSaEstablished)[0], w.of("b", IkeSaEstablished)[0]
+    assert isinstance(ia, IkeSaEstablished) and isinstance(ib, IkeSaEstablished)
+    assert (ia.nat_local, ia.nat_peer, ib.nat_local, ib.nat_peer) == (True, False, False, True)
+    assert b.outbound.encap is not None and b.outbound.encap.dport == 44500
+    assert b.outbound.tunnel is not None and b.outbound.tunnel.dst == pub
+    assert a.outbound.encap is not None and a.outbound.encap.sport == 4500

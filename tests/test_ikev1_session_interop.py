@@ -25,7 +25,15 @@ from strongswan_peer import CharonV1Peer, available
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.sa import Direction
 from ipsecd.ike.dh import DefaultDhProvider
-from ipsecd.ikev1.events import ChildSaEstablished, Event, IkeSaEstablished, NegotiationFailed
+from ipsecd.ikev1.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    DeleteReason,
+    Event,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    NegotiationFailed,
+)
 from ipsecd.ikev1.quick_mode import QmPolicy
 from ipsecd.ikev1.selectors import TrafficSelector
 from ipsecd.ikev1.session import IkeV1Session, SessionConfig
@@ -310,6 +318,71 @@ def test_session_responder_with_charon(case: Case) -> None:
         if swanctl is not None:
             swanctl.terminate()
             swanctl.wait(timeout=10)
+        for s in socks.values():
+            s.close()
+        peer.close()
+
+
+def _established_with_charon(
+    peer: CharonV1Peer, socks: dict[int, socket.socket]
+) -> tuple[Driver, ChildSaEstablished]:
+    case = CASES[1]
+    session = _session(case, local_ports=(5500, 4501), peer_port=500, initiator=True)
+    drv = Driver(session, socks)
+    session.initiate(QmPolicy((case.qm,), case.mm.group, True, OUR_NET, CHARON_NET), drv.now())
+    child = drv.run(ChildSaEstablished)
+    assert isinstance(child, ChildSaEstablished)
+    return drv, child
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_charon_deletes_reach_the_session() -> None:
+    """charon's DELETEs (RFC 2408 section 3.15, protected Informationals) end our SAs."""
+    case = CASES[1]
+    peer = _peer(case, 500)
+    socks: dict[int, socket.socket] = {}
+    try:
+        socks = {5500: peer.socket(5500), 4501: peer.socket(4501)}
+        drv, child = _established_with_charon(peer, socks)
+        term = peer.swanctl("--terminate", "--ike", "v1", "--timeout", "1", "--force")
+        gone = drv.run(IkeSaDeleted)
+        assert isinstance(gone, IkeSaDeleted) and gone.reason is DeleteReason.PEER, term
+        deleted = [e for e in drv.events if isinstance(e, ChildSaDeleted)]
+        assert [(e.inbound_spi, e.reason) for e in deleted] == [(child.inbound.spi, DeleteReason.PEER)]
+        assert not drv.s.children and not drv.s.ike_sas
+    except BaseException:
+        print(peer.log_text()[-6000:])
+        raise
+    finally:
+        for s in socks.values():
+            s.close()
+        peer.close()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_session_close_deletes_at_charon() -> None:
+    case = CASES[1]
+    peer = _peer(case, 500)
+    socks: dict[int, socket.socket] = {}
+    try:
+        socks = {5500: peer.socket(5500), 4501: peer.socket(4501)}
+        drv, _ = _established_with_charon(peer, socks)
+        assert "INSTALLED" in peer.swanctl("--list-sas")
+        drv.s.close(drv.now())
+        drv.flush()
+        assert peer.wait_log("received DELETE for ESP CHILD_SA", 5.0)
+        assert peer.wait_log("received DELETE for IKE_SA", 5.0)
+        text = ""
+        for _ in range(50):
+            text = peer.swanctl("--list-sas")
+            if "ESTABLISHED" not in text:
+                break
+            time.sleep(0.1)
+        assert "ESTABLISHED" not in text and "INSTALLED" not in text, text
+    except BaseException:
+        print(peer.log_text()[-6000:])
+        raise
+    finally:
         for s in socks.values():
             s.close()
         peer.close()
