@@ -15,8 +15,11 @@ One ``MainMode`` object runs one exchange as initiator or responder. The caller 
 retransmission, and is counted by the caller). Messages 2-4 are unauthenticated, so anything wrong
 in them is dropped rather than ending the exchange (a forged datagram must not kill a negotiation);
 the exchange fails only when the responder has no acceptable proposal or an authentication hash does
-not verify. Randomness and DH are injected. Aggressive Mode and signature authentication are not
-handled here.
+not verify. Randomness and DH are injected. Aggressive Mode is not handled here.
+
+With ``MainModeConfig.cert``, authentication is by RSA signatures (RFC 2409 section 5.1): messages
+3/4 add CERTREQ payloads naming our trusted roots, messages 5/6 carry ID, CERT and SIG instead of
+ID and HASH, and SKEYID = prf(Ni_b | Nr_b, g^xy); ``ipsecd.ikev1.certs`` verifies the peer.
 
 NAT traversal, RFC 3947: with ``natt`` set, messages 1/2 carry the RFC 3947 vendor ID; when both
 sides sent it, messages 3/4 carry NAT-D payloads (section 3.2: HASH(CKY-I | CKY-R | IP | Port), the
@@ -35,14 +38,18 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from ipsecd.ike import crypto
 from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.constants import AuthMethod, ExchangeType, NotifyType
 from ipsecd.ike.dh import DhError, DhKey, DhProvider, public_value_length
 from ipsecd.ike.proposals import MmParams, ProposalError, match_mm, mm_sa_payload, parse_mm_transform
 from ipsecd.ikev1 import codec
+from ipsecd.ikev1.certs import CertCredentials, CertError, rsa_verify_raw, subject_text, verify_peer
 from ipsecd.ikev1.codec import Header, Message
 from ipsecd.ikev1.payloads import (
+    CertPayload,
     HashPayload,
     IdPayload,
     KePayload,
@@ -50,6 +57,7 @@ from ipsecd.ikev1.payloads import (
     NoncePayload,
     NotifyPayload,
     Payload,
+    SigPayload,
     VendorIdPayload,
 )
 from ipsecd.ikev1.sa import SaPayload
@@ -75,6 +83,11 @@ class MainModeConfig:
     vendor_ids: tuple[bytes, ...] = ()
     natt: bool = False  # offer RFC 3947 NAT traversal
     force_nat: bool = False  # make the peer believe we are behind a NAT (UDP-encapsulated ESP)
+    cert: CertCredentials | None = None  # RSA signatures with X.509 certificates instead of the PSK
+
+    @property
+    def auth_method(self) -> int:
+        return AuthMethod.RSA_SIGNATURES if self.cert is not None else AuthMethod.PRE_SHARED_KEY
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class Phase1Sa:
     natt: bool = False  # both sides do RFC 3947
     nat_local: bool = False  # we are behind a NAT (our NAT-D did not match): we send keep-alives
     nat_peer: bool = False  # the peer is behind a NAT
+    peer_cert_subject: str | None = None  # RFC 4514 text of the verified peer certificate
 
     @property
     def nat_detected(self) -> bool:
@@ -157,6 +171,7 @@ class MainMode:
         self._peer = peer
         self._natt = False
         self._nat_local = self._nat_peer = False
+        self._peer_subject: str | None = None
         self._initiator = initiator
         self._rng = rng
         self._dh_provider = dh
@@ -225,7 +240,7 @@ class MainMode:
         if not self._initiator or self.state is not MmState.START:
             raise RuntimeError("start() is for a new initiator")
         self._cky_i = self._cookie()
-        self._offer = mm_sa_payload(self._cfg.methods, [AuthMethod.PRE_SHARED_KEY], self._cfg.lifetime_s)
+        self._offer = mm_sa_payload(self._cfg.methods, [self._cfg.auth_method], self._cfg.lifetime_s)
         _, sa_wire = codec.encode_payloads([self._offer])
         self._sai_b = sa_wire[4:]
         self.state = MmState.I_SA_SENT
@@ -382,7 +397,7 @@ class MainMode:
     def _r_sa(self, h: Header, msg: Message) -> Step:
         sa = self._one(msg, SaPayload, "SA")
         assert isinstance(sa, SaPayload)
-        choice = match_mm(sa, self._cfg.methods, [AuthMethod.PRE_SHARED_KEY])
+        choice = match_mm(sa, self._cfg.methods, [self._cfg.auth_method])
         if choice is None:
             raise _Fail("no proposal chosen", NotifyType.NO_PROPOSAL_CHOSEN)
         self._cky_i = h.icookie
@@ -409,7 +424,10 @@ class MainMode:
         except DhError as e:
             raise _Drop(str(e)) from None
         alg = self._params.hash
-        skeyid = crypto.skeyid_psk(alg, self._cfg.psk, self._ni, self._nr)
+        if self._cfg.cert is not None:  # RFC 2409 section 5: SKEYID = prf(Ni_b | Nr_b, g^xy)
+            skeyid = crypto.skeyid_sig(alg, self._ni, self._nr, gxy)
+        else:
+            skeyid = crypto.skeyid_psk(alg, self._cfg.psk, self._ni, self._nr)
         self._keys = crypto.derive_phase1(alg, skeyid, gxy, self._cky_i, self._cky_r, self._cipher.key_size)
         self._iv = crypto.phase1_iv(alg, self._gxi, self._gxr, self._cipher.block_size)
 
@@ -421,7 +439,12 @@ class MainMode:
         self._gxr, self._nr = self._dh.public_value(), self._rng(NONCE_LEN)
         self._derive()
         self.state = MmState.R_KE_SENT
-        out: tuple[Payload, ...] = (KePayload(self._gxr), NoncePayload(self._nr), *self._nat_d_out())
+        out: tuple[Payload, ...] = (
+            KePayload(self._gxr),
+            NoncePayload(self._nr),
+            *self._cert_requests(),
+            *self._nat_d_out(),
+        )
         return self._out(Message(self._header(), out))
 
     def _hash(self, of_initiator: bool, id_body: bytes) -> bytes:
@@ -431,7 +454,39 @@ class MainMode:
             return crypto.hash_i(a, k, self._gxi, self._gxr, self._cky_i, self._cky_r, self._sai_b, id_body)
         return crypto.hash_r(a, k, self._gxr, self._gxi, self._cky_r, self._cky_i, self._sai_b, id_body)
 
+    def _cert_requests(self) -> tuple[Payload, ...]:
+        return self._cfg.cert.cert_requests() if self._cfg.cert is not None else ()
+
+    def _own_auth(self, of_initiator: bool) -> list[Payload]:
+        """Message 5/6 payloads: ID and HASH (PSK), or ID, CERT(s) and SIG (RFC 2409 section 5.1)."""
+        own = self._cfg.local_id
+        _, own_wire = codec.encode_payloads([own])
+        h = self._hash(of_initiator, own_wire[4:])
+        if self._cfg.cert is None:
+            return [own, HashPayload(h)]
+        return [own, *self._cfg.cert.cert_payloads(), SigPayload(self._cfg.cert.sign(h))]
+
+    def _verify_sig(self, msg: Message, of_initiator: bool) -> IdPayload:
+        cred = self._cfg.cert
+        assert cred is not None
+        peer_id, sig = self._one(msg, IdPayload, "ID"), self._one(msg, SigPayload, "SIG")
+        assert isinstance(peer_id, IdPayload) and isinstance(sig, SigPayload)
+        certs = [p for p in msg.payloads if isinstance(p, CertPayload)]
+        try:
+            leaf = verify_peer(certs, peer_id, cred.trusted_roots, cred.clock())
+        except CertError as e:
+            raise _Fail(str(e), NotifyType.INVALID_CERTIFICATE) from None
+        want = self._hash(of_initiator, msg.raw_payloads[msg.payloads.index(peer_id)][4:])
+        key = leaf.public_key()
+        assert isinstance(key, rsa.RSAPublicKey)
+        if not rsa_verify_raw(key, sig.data, want):
+            raise _Fail("SIG_I/SIG_R does not verify", NotifyType.INVALID_SIGNATURE)
+        self._peer_subject = subject_text(leaf)
+        return peer_id
+
     def _verify_id_hash(self, msg: Message, of_initiator: bool) -> IdPayload:
+        if self._cfg.cert is not None:
+            return self._verify_sig(msg, of_initiator)
         peer_id, got = self._one(msg, IdPayload, "ID"), self._one(msg, HashPayload, "HASH")
         assert isinstance(peer_id, IdPayload) and isinstance(got, HashPayload)
         want = self._hash(of_initiator, msg.raw_payloads[msg.payloads.index(peer_id)][4:])
@@ -456,13 +511,12 @@ class MainMode:
             natt=self._natt,
             nat_local=self._nat_local,
             nat_peer=self._nat_peer,
+            peer_cert_subject=self._peer_subject,
         )
 
     def _r_id(self, msg: Message) -> Step:
         peer_id = self._verify_id_hash(msg, of_initiator=True)
-        own = self._cfg.local_id
-        _, own_wire = codec.encode_payloads([own])
-        out = self._out_encrypted([own, HashPayload(self._hash(False, own_wire[4:]))])
+        out = self._out_encrypted(self._own_auth(of_initiator=False))
         return Step(send=out, established=self._established(peer_id, msg))
 
     # ------------------------------------------------------------------ initiator
@@ -489,7 +543,12 @@ class MainMode:
         self._dh = self._dh_provider.generate(self._params.group)
         self._gxi, self._ni = self._dh.public_value(), self._rng(NONCE_LEN)
         self.state = MmState.I_KE_SENT
-        out: tuple[Payload, ...] = (KePayload(self._gxi), NoncePayload(self._ni), *self._nat_d_out())
+        out: tuple[Payload, ...] = (
+            KePayload(self._gxi),
+            NoncePayload(self._ni),
+            *self._cert_requests(),
+            *self._nat_d_out(),
+        )
         return self._out(Message(self._header(), out))
 
     def _i_ke(self, msg: Message) -> Step:
@@ -497,10 +556,8 @@ class MainMode:
         self._nat_d_in(msg)
         self._peer_vid_list(msg)
         self._derive()
-        own = self._cfg.local_id
-        _, own_wire = codec.encode_payloads([own])
         self.state = MmState.I_ID_SENT
-        return Step(send=self._out_encrypted([own, HashPayload(self._hash(True, own_wire[4:]))]))
+        return Step(send=self._out_encrypted(self._own_auth(of_initiator=True)))
 
     def _i_id(self, msg: Message) -> Step:
         peer_id = self._verify_id_hash(msg, of_initiator=False)

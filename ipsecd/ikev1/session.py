@@ -17,7 +17,6 @@ counted and reported.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,12 +26,12 @@ from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.constants import (
     ISAKMP_NATT_PORT,
     ExchangeType,
-    HashAlgorithm,
     NotifyType,
     ProtocolId,
 )
 from ipsecd.ike.dh import DhProvider
 from ipsecd.ikev1 import codec, informational
+from ipsecd.ikev1.certs import CertCredentials
 from ipsecd.ikev1.events import (
     AuthenticationFailed,
     ChildSaDeleted,
@@ -49,6 +48,7 @@ from ipsecd.ikev1.events import (
 from ipsecd.ikev1.main_mode import Address, MainMode, MainModeConfig, Phase1Sa
 from ipsecd.ikev1.payloads import IdPayload, NotifyPayload
 from ipsecd.ikev1.quick_mode import ChildSa, Lookup, QmPolicy, QmState, QuickMode
+from ipsecd.ikev1.session_state import P1, Child, Mm, Qm, Retx, hash_name, id_text, refuse_all
 from ipsecd.log.events import FailurePoint, NegotiationMode
 from ipsecd.policy.model import MmSecMethod
 
@@ -81,6 +81,7 @@ class SessionConfig:
     rekey_fraction: float = 0.9  # rekey Main and Quick Mode SAs at this fraction of the lifetime
     qm_lookup: Lookup | None = None  # responder policy: (local_ts, remote_ts) -> QmPolicy | None
     vendor_ids: tuple[bytes, ...] = ()
+    cert: CertCredentials | None = None  # RSA signature authentication instead of the PSK
 
     def __post_init__(self) -> None:
         if not self.mm_methods:
@@ -89,60 +90,6 @@ class SessionConfig:
             raise ValueError("rekey_fraction must be between 0 and 1")
         if self.retransmit_limit < 1 or self.retransmit_initial <= 0:
             raise ValueError("retransmission settings must be positive")
-
-
-@dataclass
-class _Retx:
-    data: bytes
-    next_at: float
-    interval: float
-    sent: int = 1
-
-
-@dataclass
-class _Mm:
-    mm: MainMode
-    started: float
-    rekey_of: bytes | None = None  # cookies of the ISAKMP SA it replaces
-    retx: _Retx | None = None
-    done_at: float | None = None
-
-
-@dataclass
-class _P1:
-    sa: Phase1Sa
-    established: float
-    soft_at: float
-    hard_at: float
-    qm_count: int = 0
-    rekeying: bool = False
-    used_mids: set[int] = field(default_factory=set)
-    seen_info: deque[int] = field(default_factory=deque)
-    dpd: informational.Dpd | None = None
-    last_rx: float = 0.0
-    dpd_next: float | None = None
-
-    @property
-    def cookies(self) -> bytes:
-        return self.sa.cky_i + self.sa.cky_r
-
-
-@dataclass
-class _Qm:
-    qm: QuickMode
-    p1: _P1
-    retx: _Retx | None = None
-    rekey_of: int | None = None
-    done_at: float | None = None
-
-
-@dataclass
-class _Child:
-    sa: ChildSa
-    policy: QmPolicy | None  # set when we initiated it: we rekey it
-    rekey_at: float | None
-    hard_at: float
-    rekeying: bool = False
 
 
 class IkeV1Session:
@@ -154,16 +101,18 @@ class IkeV1Session:
         self.counters = Counters()
         self.peer_addr: Address = config.peer
         self.natt_active = False
-        self._mms: dict[bytes, _Mm] = {}  # by initiator cookie
-        self._p1s: dict[bytes, _P1] = {}  # by CKY-I | CKY-R
-        self._qms: dict[tuple[bytes, int], _Qm] = {}
-        self._children: dict[int, _Child] = {}  # by our inbound SPI
+        self._mms: dict[bytes, Mm] = {}  # by initiator cookie
+        self._p1s: dict[bytes, P1] = {}  # by CKY-I | CKY-R
+        self._qms: dict[tuple[bytes, int], Qm] = {}
+        self._children: dict[int, Child] = {}  # by our inbound SPI
         self._pending: deque[tuple[QmPolicy, int | None]] = deque()
         self._out: list[tuple[bytes, Address, int]] = []
         self._events: deque[Event] = deque()
         self._keepalive_at: float | None = None
         self._now = now
-        local_id = config.local_id or IdPayload.for_address(config.local[0])
+        local_id = config.local_id or (
+            config.cert.id_payload() if config.cert is not None else IdPayload.for_address(config.local[0])
+        )
         self._mm_cfg = MainModeConfig(
             config.mm_methods,
             config.psk,
@@ -172,6 +121,7 @@ class IkeV1Session:
             vendor_ids=config.vendor_ids + ((informational.DPD_VID,) if config.dpd_interval > 0 else ()),
             natt=config.natt,
             force_nat=config.force_nat,
+            cert=config.cert,
         )
 
     # ================================================================== public API
@@ -322,7 +272,7 @@ class IkeV1Session:
                 return
             local = (self.cfg.local[0], self.cfg.local_natt_port) if natt_port else self.cfg.local
             mm = MainMode.responder(self._mm_cfg, rng=self._rng, dh=self._dh, local=local, peer=addr)
-            entry = _Mm(mm, now)
+            entry = Mm(mm, now)
             step = mm.receive(data)
             if step.send is None and step.failed is None:
                 self.counters.invalid_packets += 1
@@ -360,7 +310,7 @@ class IkeV1Session:
             entry.done_at = now
             self._mm_established(entry, step.established, now)
 
-    def _mm_failed(self, entry: _Mm, reason: str, notify: int | None, h: codec.Header) -> None:
+    def _mm_failed(self, entry: Mm, reason: str, notify: int | None, h: codec.Header) -> None:
         entry.retx = None
         entry.done_at = self._now
         self.counters.negotiation_failures += 1
@@ -372,10 +322,10 @@ class IkeV1Session:
             n = informational.error_notify(notify)
             self._send(informational.unprotected(h.icookie, h.rcookie, n))
 
-    def _mm_established(self, entry: _Mm, sa: Phase1Sa, now: float) -> None:
+    def _mm_established(self, entry: Mm, sa: Phase1Sa, now: float) -> None:
         life = sa.params.life_seconds or self.cfg.mm_lifetime_s
         life = min(life, self.cfg.mm_lifetime_s) if self.cfg.mm_lifetime_s else life
-        p = _P1(sa, now, now + life * self.cfg.rekey_fraction, now + life, last_rx=now)
+        p = P1(sa, now, now + life * self.cfg.rekey_fraction, now + life, last_rx=now)
         if self.cfg.dpd_interval > 0 and informational.DPD_VID in sa.peer_vendor_ids:
             p.dpd = informational.Dpd(int.from_bytes(self._rng(4), "big"))
             p.dpd_next = now + self.cfg.dpd_interval
@@ -390,9 +340,9 @@ class IkeV1Session:
                 sa.cky_i,
                 sa.cky_r,
                 sa.initiator,
-                _id_text(sa.peer_id),
+                id_text(sa.peer_id),
                 sa.cipher.name,
-                _hash_name(sa.params.hash),
+                hash_name(sa.params.hash),
                 sa.params.group,
                 life,
                 sa.natt,
@@ -407,7 +357,7 @@ class IkeV1Session:
             self.counters.rekeys += 1
         self._kick(now)
 
-    def _find_p1(self, h: codec.Header) -> _P1 | None:
+    def _find_p1(self, h: codec.Header) -> P1 | None:
         p = self._p1s.get(h.icookie + h.rcookie)
         if p is None:
             self.counters.invalid_cookies += 1
@@ -425,7 +375,7 @@ class IkeV1Session:
             if h.message_id == 0 or h.message_id in p.used_mids:
                 self.counters.invalid_packets += 1  # RFC 2408 section 3.1: message IDs are unique
                 return
-            lookup = self.cfg.qm_lookup or _refuse_all
+            lookup = self.cfg.qm_lookup or refuse_all
             qm = QuickMode.responder(
                 p.sa,
                 h.message_id,
@@ -439,7 +389,7 @@ class IkeV1Session:
             if step.dropped is not None:
                 self.counters.invalid_packets += 1
                 return
-            entry = _Qm(qm, p)
+            entry = Qm(qm, p)
             self._qms[key] = entry
             p.used_mids.add(h.message_id)
         else:
@@ -466,7 +416,7 @@ class IkeV1Session:
             entry.done_at = now
             self._child_established(entry, step.established, now)
 
-    def _qm_failed(self, entry: _Qm, reason: str, notify: int | None, point: FailurePoint) -> None:
+    def _qm_failed(self, entry: Qm, reason: str, notify: int | None, point: FailurePoint) -> None:
         entry.retx = None
         entry.done_at = self._now
         self.counters.negotiation_failures += 1
@@ -477,13 +427,13 @@ class IkeV1Session:
         if entry.rekey_of is not None and entry.rekey_of in self._children:
             self._children[entry.rekey_of].rekeying = False
 
-    def _child_established(self, entry: _Qm, sa: ChildSa, now: float) -> None:
+    def _child_established(self, entry: Qm, sa: ChildSa, now: float) -> None:
         self.counters.quick_mode_sas += 1
         pol = entry.qm.policy if entry.qm.is_initiator else None
         life = sa.life_seconds or 0
         rekey_at = now + life * self.cfg.rekey_fraction if (pol is not None and life) else None
         hard_at = now + life if life else float("inf")
-        self._children[sa.inbound.spi] = _Child(sa, pol, rekey_at, hard_at)
+        self._children[sa.inbound.spi] = Child(sa, pol, rekey_at, hard_at)
         self._events.append(
             ChildSaEstablished(
                 sa.inbound,
@@ -541,7 +491,7 @@ class IkeV1Session:
         for d in got.deletes:
             self._peer_delete(p, d.protocol_id, d.spis)
 
-    def _protected_notify(self, p: _P1, n: NotifyPayload, now: float) -> None:
+    def _protected_notify(self, p: P1, n: NotifyPayload, now: float) -> None:
         seq = informational.dpd_seq(p.sa, n)
         if n.notify_type == NotifyType.R_U_THERE and seq is not None:
             if p.dpd is None or p.dpd.peer_probe(seq):
@@ -566,7 +516,7 @@ class IkeV1Session:
                     q.qm.state = QmState.FAILED
                     self._qm_failed(q, f"peer sent notify {n.notify_type}", n.notify_type, FailurePoint.PEER)
 
-    def _peer_delete(self, p: _P1, protocol: int, spis: tuple[bytes, ...]) -> None:
+    def _peer_delete(self, p: P1, protocol: int, spis: tuple[bytes, ...]) -> None:
         if protocol == ProtocolId.PROTO_ISAKMP:
             for s in spis:
                 if s in self._p1s:
@@ -635,7 +585,7 @@ class IkeV1Session:
         self._mms.clear()
         self._pending.clear()
 
-    def _alive(self, p: _P1, now: float) -> None:
+    def _alive(self, p: P1, now: float) -> None:
         """Any authenticated message proves the peer alive (RFC 3706 section 5.3)."""
         p.last_rx = now
         if p.dpd is not None:
@@ -645,8 +595,8 @@ class IkeV1Session:
 
     # ================================================================== starting exchanges
 
-    def _usable_p1(self) -> _P1 | None:
-        best: _P1 | None = None
+    def _usable_p1(self) -> P1 | None:
+        best: P1 | None = None
         limit = 1 if self.cfg.mmpfs else self.cfg.qmpermm
         for p in self._p1s.values():
             if p.rekeying or (limit and p.qm_count >= limit) or self._now >= p.soft_at:
@@ -669,7 +619,7 @@ class IkeV1Session:
             qm = QuickMode.initiator(
                 p.sa, mid, policy, local=self._local_addr(), peer=self.peer_addr, rng=self._rng, dh=self._dh
             )
-            entry = _Qm(qm, p, rekey_of=rekey_of)
+            entry = Qm(qm, p, rekey_of=rekey_of)
             self._qms[(p.cookies, mid)] = entry
             data = qm.start()
             self._send(data)
@@ -686,7 +636,7 @@ class IkeV1Session:
         )
         data = mm.start().send
         assert data is not None
-        entry = _Mm(mm, now, rekey_of)
+        entry = Mm(mm, now, rekey_of)
         self._mms[mm.cookies[0]] = entry
         self._send(data)
         entry.retx = self._retx(data, now)
@@ -713,7 +663,7 @@ class IkeV1Session:
             return (self.cfg.local[0], self.cfg.local_natt_port)
         return self.cfg.local
 
-    def _mid(self, p: _P1) -> int:
+    def _mid(self, p: P1) -> int:
         for _ in range(64):
             mid = int.from_bytes(self._rng(4), "big")
             if mid and mid not in p.used_mids:
@@ -727,10 +677,10 @@ class IkeV1Session:
         else:
             self._out.append((data, self.peer_addr, self.cfg.local[1]))
 
-    def _retx(self, data: bytes, now: float) -> _Retx:
-        return _Retx(data, now + self.cfg.retransmit_initial, self.cfg.retransmit_initial)
+    def _retx(self, data: bytes, now: float) -> Retx:
+        return Retx(data, now + self.cfg.retransmit_initial, self.cfg.retransmit_initial)
 
-    def _retransmit(self, r: _Retx, now: float) -> bool:
+    def _retransmit(self, r: Retx, now: float) -> bool:
         """Resends with exponential backoff; False once the limit is reached (give up)."""
         if r.sent >= self.cfg.retransmit_limit:
             return False
@@ -769,23 +719,3 @@ class IkeV1Session:
         self._events.append(IkeSaDeleted(p.sa.cky_i, p.sa.cky_r, reason))
         if not self._p1s:
             self._keepalive_at = None
-
-
-def _refuse_all(local: object, remote: object) -> QmPolicy | None:
-    return None
-
-
-def _id_text(p: IdPayload) -> str:
-    try:
-        if len(p.data) in (4, 16) and p.id_type in (1, 5):
-            return str(ipaddress.ip_address(p.data))
-        return p.data.decode("ascii", "replace")
-    except ValueError:
-        return p.data.hex()
-
-
-def _hash_name(alg: int) -> str:
-    try:
-        return HashAlgorithm(alg).name
-    except ValueError:
-        return str(alg)
