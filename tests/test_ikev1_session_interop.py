@@ -10,6 +10,8 @@ decrypting our ESP and our decrypting its reply proves the keys, not just the SP
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import ipaddress
 import os
 import re
@@ -19,12 +21,14 @@ import struct
 import time
 from dataclasses import dataclass
 
+import ikev1_pki as pki
 import pytest
 from strongswan_peer import CharonV1Peer, available
 
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.sa import Direction
 from ipsecd.ike.dh import DefaultDhProvider
+from ipsecd.ikev1.certs import CertCredentials
 from ipsecd.ikev1.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -383,6 +387,92 @@ def test_session_close_deletes_at_charon() -> None:
         print(peer.log_text()[-6000:])
         raise
     finally:
+        for s in socks.values():
+            s.close()
+        peer.close()
+
+
+def _cert_peer(charon_port: int) -> tuple[CharonV1Peer, CertCredentials]:
+    ca = pki.root()
+    ours, theirs = pki.leaf(ca, "ipsecd", serial=100), pki.leaf(ca, "charon", serial=101)
+    conf = """connections {
+  v1 {
+    version = 1
+    local_addrs = 127.0.0.1
+    remote_addrs = 127.0.0.2
+    proposals = aes128-sha256-modp2048
+    encap = yes
+    mobike = no
+    local { auth = pubkey
+      certs = charon.pem
+      id = "O=ipsecd test, CN=charon" }
+    remote { auth = pubkey
+      id = "O=ipsecd test, CN=ipsecd" }
+    children { c { local_ts = 10.2.0.0/24
+      remote_ts = 10.1.0.0/24
+      esp_proposals = aes128-sha1
+      mode = tunnel } }
+  }
+}
+"""
+    peer = CharonV1Peer(
+        ike_proposal="unused",
+        esp_proposal="unused",
+        psk="unused",
+        charon_port=charon_port,
+        swanctl_conf=conf,
+        files={
+            "x509ca/ca.pem": ca.cert_pem(),
+            "x509/charon.pem": theirs.cert_pem(),
+            "private/charon.pem": theirs.key_pem(),
+        },
+        extra_plugins="x509 pem pkcs1 pkcs8 pubkey constraints",
+    )
+    cred = CertCredentials(ours.cert, ours.key, (ca.cert,), lambda: dt.datetime.now(dt.UTC))
+    return peer, cred
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("we_initiate", [True, False], ids=["initiator", "responder"])
+def test_certificate_authentication_with_charon(we_initiate: bool) -> None:
+    """RFC 2409 section 5.1 Main Mode with RSA signatures and X.509 certificates, then Quick Mode."""
+    peer, cred = _cert_peer(500 if we_initiate else 5500)
+    ports = (5500, 4501) if we_initiate else (500, 4500)
+    socks: dict[int, socket.socket] = {}
+    swanctl = None
+    try:
+        socks = {p: peer.socket(p) for p in ports}
+        case = Case(
+            "cert", "", MmSecMethod(MmEncryption.AES128, Integrity.SHA256, 14), "", AES128_SHA1, None, "", ""
+        )
+        base = _session(
+            case, local_ports=ports, peer_port=500 if we_initiate else 5500, initiator=we_initiate
+        )
+        session = IkeV1Session(
+            dataclasses.replace(base.cfg, cert=cred, psk=b""),
+            rng=os.urandom,
+            dh=DefaultDhProvider(os.urandom),
+            now=0.0,
+        )
+        drv = Driver(session, socks)
+        if we_initiate:
+            session.initiate(QmPolicy((AES128_SHA1,), None, True, OUR_NET, CHARON_NET), drv.now())
+        else:
+            swanctl = peer.initiate()
+        child = drv.run(ChildSaEstablished)
+        assert isinstance(child, ChildSaEstablished)
+        assert session.ike_sas[0].peer_cert_subject == "CN=charon,O=ipsecd test"
+        text = peer.swanctl("--list-sas")
+        assert "ESTABLISHED" in text and "INSTALLED" in text, text
+        assert peer.wait_log("authentication of 'O=ipsecd test, CN=ipsecd'", 1.0) or "CN=ipsecd" in text
+        _ping_through(peer, child, socks[ports[1]])
+    except BaseException:
+        print(peer.log_text()[-6000:])
+        raise
+    finally:
+        if swanctl is not None:
+            swanctl.terminate()
+            swanctl.wait(timeout=10)
         for s in socks.values():
             s.close()
         peer.close()

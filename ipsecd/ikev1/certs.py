@@ -160,7 +160,13 @@ def verify_peer(
 def _binds(cert: x509.Certificate, p: IdPayload) -> bool:
     """RFC 2407 section 4.6.2 identities against the certificate (RFC 4945 section 3.1 practice)."""
     if p.id_type == IdType.ID_DER_ASN1_DN:
-        return p.data == cert.subject.public_bytes()
+        # Peers re-encode a configured DN (PrintableString for UTF8String...): compare the values.
+        if p.data == cert.subject.public_bytes():
+            return True
+        try:
+            return dn_values(p.data) == [(a.oid.dotted_string, str(a.value)) for a in cert.subject]
+        except CertError:
+            return False
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -173,6 +179,60 @@ def _binds(cert: x509.Certificate, p: IdPayload) -> bool:
     if p.id_type == IdType.ID_USER_FQDN:
         return text in [n.lower() for n in san.get_values_for_type(x509.RFC822Name)]
     return False
+
+
+def _der_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
+    """One DER TLV at ``pos``: (tag, value, next position); raises CertError when malformed."""
+    if pos + 2 > len(data):
+        raise CertError("DER: truncated")
+    tag, n = data[pos], data[pos + 1]
+    pos += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if not 1 <= k <= 3 or pos + k > len(data):
+            raise CertError("DER: bad length")
+        n = int.from_bytes(data[pos : pos + k], "big")
+        pos += k
+    if pos + n > len(data):
+        raise CertError("DER: truncated value")
+    return tag, data[pos : pos + n], pos + n
+
+
+def _oid_text(b: bytes) -> str:
+    if not b:
+        raise CertError("DER: empty OID")
+    parts = [b[0] // 40, b[0] % 40] if b[0] < 80 else [2, b[0] - 80]
+    v = 0
+    for byte in b[1:]:
+        v = (v << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            parts.append(v)
+            v = 0
+    return ".".join(map(str, parts))
+
+
+def dn_values(der: bytes) -> list[tuple[str, str]]:
+    """(OID, text) of each attribute of a DER Name (RFC 5280 section 4.1.2.4), string types ignored."""
+    tag, body, end = _der_tlv(der, 0)
+    if tag != 0x30 or end != len(der):
+        raise CertError("DN is not one DER SEQUENCE")
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(body):
+        tag, rdn, pos = _der_tlv(body, pos)
+        if tag != 0x31:
+            raise CertError("DN: RDN is not a SET")
+        rpos = 0
+        while rpos < len(rdn):
+            tag, atv, rpos = _der_tlv(rdn, rpos)
+            otag, oid, vpos = _der_tlv(atv, 0)
+            _, value, vend = _der_tlv(atv, vpos)
+            if tag != 0x30 or otag != 0x06 or vend != len(atv):
+                raise CertError("DN: malformed attribute")
+            out.append((_oid_text(oid), value.decode("utf-8", "replace")))
+        if len(out) > 64:
+            raise CertError("DN: too many attributes")
+    return out
 
 
 def subject_text(cert: x509.Certificate) -> str:
