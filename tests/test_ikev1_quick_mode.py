@@ -247,3 +247,36 @@ def test_a_real_nat_in_front_of_the_initiator_is_detected() -> None:
     assert b.outbound.encap is not None and b.outbound.encap.dport == 44500
     assert b.outbound.tunnel is not None and b.outbound.tunnel.dst == pub
     assert a.outbound.encap is not None and a.outbound.encap.sport == 4500
+
+
+def test_qmpfs_uses_the_main_mode_group_and_policy_from_a_filter_action() -> None:
+    from ipsecd.ikev1.quick_mode import PFS_MAIN_MODE_GROUP, QmPolicy
+    from ipsecd.policy.model import Action, AddressSpec, AddrKind, Filter, FilterAction
+    from ipsecd.policy.order import AddressRange, Direction, SpecificFilter
+
+    sf = SpecificFilter(
+        Direction.OUTBOUND,
+        AddressRange.of_network(ipaddress.IPv4Network("10.1.0.0/24")),
+        AddressRange.of_network(ipaddress.IPv4Network("10.2.0.0/24")),
+        0,
+        0,
+        0,
+        Action.NEGOTIATE,
+        "r",
+        "fl",
+        "fa",
+        1,
+        0,
+        Filter(AddressSpec(AddrKind.ME), AddressSpec(AddrKind.ANY)),
+        tunnel=ipaddress.IPv4Address("198.51.100.2"),
+    )
+    fa = FilterAction("fa", Action.NEGOTIATE, qmsecmethods=(GCM, ESP), qmpfs=True)
+    pol = QmPolicy.from_filter_action(fa, sf)
+    assert pol.methods == (GCM, ESP) and pol.pfs_group == PFS_MAIN_MODE_GROUP and pol.tunnel
+    assert (pol.local_ts, pol.remote_ts) == (A_NET, B_NET)
+    w = pair(b_qm_lookup=lookup_b((ESP,), PFS_MAIN_MODE_GROUP))
+    w.a.initiate(pol, 0.0)
+    w.pump()
+    a, b = _children(w)
+    assert a.pfs_group == 14 == b.pfs_group  # the Main Mode group of ikev1_session_util.MM
+    assert a.method == ESP  # GCM first, but the responder only takes ESP

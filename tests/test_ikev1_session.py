@@ -253,3 +253,25 @@ def test_unknown_cookies_are_counted() -> None:
     w.b.receive_datagram(qm, (w.a.cfg.local[0], 500), 1.0, 500)
     w.b.receive_datagram(b"\x00" * 10, (w.a.cfg.local[0], 500), 1.0, 500)
     assert w.b.counters.invalid_cookies == 1 and w.b.counters.invalid_packets == 1
+
+
+def test_initial_contact_after_a_restart_clears_the_stale_sas() -> None:
+    from ikev1_session_util import rng
+
+    from ipsecd.ike.dh import DefaultDhProvider
+    from ipsecd.ikev1.session import IkeV1Session
+
+    w = pair()
+    w.a.initiate(policy_a(), 0.0)
+    w.pump()
+    old_child = w.b.children[0]
+    # a restarts: a fresh session with the same configuration, no memory of the old SAs.
+    w.a = IkeV1Session(w.a.cfg, rng=rng("a-rebooted"), dh=DefaultDhProvider(rng("da2")), now=5.0)
+    w.now = 5.0
+    w.a.initiate(policy_a(), 5.0)
+    w.pump()
+    assert len(w.b.ike_sas) == 1 and len(w.b.children) == 1
+    assert w.b.children[0].inbound.spi != old_child.inbound.spi
+    gone = [e for e in w.of("b", ChildSaDeleted) if isinstance(e, ChildSaDeleted)]
+    assert [(e.inbound_spi, e.reason) for e in gone] == [(old_child.inbound.spi, DeleteReason.PEER)]
+    assert [e.reason for e in w.of("b", IkeSaDeleted) if isinstance(e, IkeSaDeleted)] == [DeleteReason.PEER]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ipsecd.datapath.sa import (
     INTEG_INFO,
@@ -66,8 +66,9 @@ from ipsecd.ikev1.payloads import (
     Payload,
 )
 from ipsecd.ikev1.sa import Attribute, SaPayload, decode_attributes
-from ipsecd.ikev1.selectors import TrafficSelector, datapath_selectors
-from ipsecd.policy.model import QmSecMethod
+from ipsecd.ikev1.selectors import TrafficSelector, datapath_selectors, selectors_of_filter
+from ipsecd.policy.model import FilterAction, QmSecMethod
+from ipsecd.policy.order import SpecificFilter
 
 QM = ExchangeType.QUICK_MODE
 NONCE_LEN = 32
@@ -90,6 +91,9 @@ _INTEG: dict[int, IntegAlg] = {
 }
 
 
+PFS_MAIN_MODE_GROUP = -1  # QmPolicy.pfs_group: PFS with the Main Mode's group (the ``qmpfs`` flag)
+
+
 class QmError(ValueError):
     """A negotiated transform the data path cannot run."""
 
@@ -106,6 +110,20 @@ class QmPolicy:
     local_ts: TrafficSelector | None = None
     remote_ts: TrafficSelector | None = None
     replay_window: int = 64
+
+    @classmethod
+    def from_filter_action(cls, fa: FilterAction, sf: SpecificFilter, replay_window: int = 64) -> QmPolicy:
+        """The policy of an outbound specific filter of a Negotiate rule: its filter action's methods
+        in preference order, ``qmpfs``, tunnel mode when the rule has a tunnel endpoint, and the
+        filter's addresses, protocol and ports as selectors (RFC 2409 section 5.5 IDci / IDcr)."""
+        local, remote = selectors_of_filter(sf)
+        pfs = PFS_MAIN_MODE_GROUP if fa.qmpfs else None
+        return cls(fa.qmsecmethods, pfs, sf.tunnel is not None, local, remote, replay_window)
+
+    def resolved(self, mm_group: int) -> QmPolicy:
+        if self.pfs_group != PFS_MAIN_MODE_GROUP:
+            return self
+        return replace(self, pfs_group=mm_group)
 
 
 @dataclass(frozen=True)
@@ -197,7 +215,7 @@ class QuickMode:
         self.is_initiator = initiator
         self._local, self._peer = local, peer
         self._rng, self._dh_provider = rng, dh
-        self._policy = policy
+        self._policy = policy.resolved(p1.params.group) if policy is not None else None
         self._lookup = lookup
         self.state = QmState.START
         self._alg = p1.params.hash
@@ -379,6 +397,7 @@ class QuickMode:
         pol = self._lookup(local_ts, remote_ts)
         if pol is None:
             raise _Fail(f"no policy for {remote_ts} -> {local_ts}", NotifyType.INVALID_ID_INFORMATION)
+        pol = pol.resolved(self.p1.params.group)
         self._policy = QmPolicy(
             pol.methods, pol.pfs_group, pol.tunnel, local_ts, remote_ts, pol.replay_window
         )

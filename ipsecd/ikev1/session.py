@@ -82,6 +82,7 @@ class SessionConfig:
     qm_lookup: Lookup | None = None  # responder policy: (local_ts, remote_ts) -> QmPolicy | None
     vendor_ids: tuple[bytes, ...] = ()
     cert: CertCredentials | None = None  # RSA signature authentication instead of the PSK
+    initial_contact: bool = True  # RFC 2407 section 4.6.3.3, after our first Main Mode as initiator
 
     def __post_init__(self) -> None:
         if not self.mm_methods:
@@ -109,6 +110,7 @@ class IkeV1Session:
         self._out: list[tuple[bytes, Address, int]] = []
         self._events: deque[Event] = deque()
         self._keepalive_at: float | None = None
+        self._contacted = False
         self._now = now
         local_id = config.local_id or (
             config.cert.id_payload() if config.cert is not None else IdPayload.for_address(config.local[0])
@@ -351,6 +353,10 @@ class IkeV1Session:
                 rekey=entry.rekey_of is not None,
             )
         )
+        if sa.initiator and self.cfg.initial_contact and not self._contacted:
+            # We have no state with this peer: tell it to drop whatever it kept from before.
+            self._send(informational.protect(sa, self._mid(p), [informational.initial_contact(sa)]))
+        self._contacted = True
         if entry.rekey_of is not None and entry.rekey_of in self._p1s:
             # The new ISAKMP SA is up: the old one goes (its IPsec SAs stay, RFC 2409 section 5.5).
             self._delete_p1(entry.rekey_of, DeleteReason.REKEYED, notify_peer=True)
