@@ -37,6 +37,7 @@ from ipsecd.ikev1.events import (
     IkeSaDeleted,
     IkeSaEstablished,
     NegotiationFailed,
+    PeerDead,
 )
 from ipsecd.ikev1.quick_mode import QmPolicy
 from ipsecd.ikev1.selectors import TrafficSelector
@@ -473,6 +474,125 @@ def test_certificate_authentication_with_charon(we_initiate: bool) -> None:
         if swanctl is not None:
             swanctl.terminate()
             swanctl.wait(timeout=10)
+        for s in socks.values():
+            s.close()
+        peer.close()
+
+
+def _psk_conf(case: Case, extra_conn: str = "", extra_child: str = "") -> str:
+    esp = case.esp + (f"-{case.pfs}" if case.pfs else "")
+    return f"""connections {{
+  v1 {{
+    version = 1
+    local_addrs = 127.0.0.1
+    remote_addrs = 127.0.0.2
+    proposals = {case.ike}
+    encap = yes
+    mobike = no
+    {extra_conn}
+    local {{ auth = psk
+      id = 127.0.0.1 }}
+    remote {{ auth = psk
+      id = 127.0.0.2 }}
+    children {{ c {{ local_ts = 10.2.0.0/24
+      remote_ts = 10.1.0.0/24
+      esp_proposals = {esp}
+      mode = tunnel
+      {extra_child} }} }}
+  }}
+}}
+secrets {{ ike-1 {{ id-1 = 127.0.0.1
+  id-2 = 127.0.0.2
+  secret = "{PSK}" }} }}
+"""
+
+
+def _drive_for(drv: Driver, seconds: float) -> None:
+    """Runs the session's I/O for ``seconds`` (wall clock)."""
+    with pytest.raises(AssertionError, match="no _Never"):
+        drv.run(_Never, timeout=seconds)
+
+
+class _Never(Event):
+    pass
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_dpd_both_ways_with_charon() -> None:
+    """RFC 3706 with charon: both announce DPD, each probes the other after 1 s of silence, each
+    answers; nobody is declared dead."""
+    case = CASES[1]
+    conf = _psk_conf(case, extra_conn="dpd_delay = 1s")
+    peer = CharonV1Peer(ike_proposal="-", esp_proposal="-", psk=PSK, swanctl_conf=conf)
+    socks: dict[int, socket.socket] = {}
+    try:
+        socks = {5500: peer.socket(5500), 4501: peer.socket(4501)}
+        base = _session(case, local_ports=(5500, 4501), peer_port=500, initiator=True)
+        session = IkeV1Session(
+            dataclasses.replace(base.cfg, dpd_interval=1.0, dpd_retries=3),
+            rng=os.urandom,
+            dh=DefaultDhProvider(os.urandom),
+            now=0.0,
+        )
+        drv = Driver(session, socks)
+        session.initiate(QmPolicy((case.qm,), case.mm.group, True, OUR_NET, CHARON_NET), drv.now())
+        drv.run(ChildSaEstablished)
+        _drive_for(drv, 3.5)
+        log = peer.log_text()
+        assert "received DPD vendor ID" in log
+        parsed = [line for line in log.splitlines() if "parsed INFORMATIONAL_V1 request" in line]
+        assert any("[ HASH N(DPD) ]" in line for line in parsed), log[-3000:]  # our R-U-THERE
+        assert any("[ HASH N(DPD_ACK) ]" in line for line in parsed), log[-3000:]  # our ACK to charon's
+        assert "sending DPD request" in log
+        assert not [e for e in drv.events if isinstance(e, PeerDead)]
+        assert session.ike_sas and session.children
+        assert "ESTABLISHED" in peer.swanctl("--list-sas")
+    except BaseException:
+        print(peer.log_text()[-6000:])
+        raise
+    finally:
+        for s in socks.values():
+            s.close()
+        peer.close()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_quick_mode_and_main_mode_rekey_with_charon() -> None:
+    """Our rekeys at 10 % of short lifetimes: a new CHILD_SA (then DELETE of the old) and a new
+    ISAKMP SA (then DELETE of the old); charon ends with the new SPIs installed."""
+    case = CASES[1]
+    peer = _peer(case, 500)
+    socks: dict[int, socket.socket] = {}
+    try:
+        socks = {5500: peer.socket(5500), 4501: peer.socket(4501)}
+        base = _session(case, local_ports=(5500, 4501), peer_port=500, initiator=True)
+        session = IkeV1Session(
+            dataclasses.replace(base.cfg, rekey_fraction=0.1, mm_lifetime_s=30),
+            rng=os.urandom,
+            dh=DefaultDhProvider(os.urandom),
+            now=0.0,
+        )
+        drv = Driver(session, socks)
+        qm = dataclasses.replace(case.qm, lifetime_s=20)
+        session.initiate(QmPolicy((qm,), case.mm.group, True, OUR_NET, CHARON_NET), drv.now())
+        first = drv.run(ChildSaEstablished)
+        assert isinstance(first, ChildSaEstablished)
+        drv.run(ChildSaDeleted, timeout=10.0)
+        new = [e for e in drv.events if isinstance(e, ChildSaEstablished)][-1]
+        assert new.rekey_of == first.inbound.spi
+        drv.run(IkeSaDeleted, timeout=10.0)
+        ikes = [e for e in drv.events if isinstance(e, IkeSaEstablished)]
+        assert len(ikes) == 2 and ikes[1].rekey
+        assert len(session.ike_sas) == 1 and len(session.children) == 1
+        _drive_for(drv, 0.5)
+        text = peer.swanctl("--list-sas")
+        assert f"in  {new.outbound.spi:08x}" in text and f"out {new.inbound.spi:08x}" in text, text
+        assert f"{first.outbound.spi:08x}" not in text, text
+        _ping_through(peer, new, socks[4501])
+    except BaseException:
+        print(peer.log_text()[-8000:])
+        raise
+    finally:
         for s in socks.values():
             s.close()
         peer.close()
