@@ -275,3 +275,21 @@ def test_initial_contact_after_a_restart_clears_the_stale_sas() -> None:
     gone = [e for e in w.of("b", ChildSaDeleted) if isinstance(e, ChildSaDeleted)]
     assert [(e.inbound_spi, e.reason) for e in gone] == [(old_child.inbound.spi, DeleteReason.PEER)]
     assert [e.reason for e in w.of("b", IkeSaDeleted) if isinstance(e, IkeSaDeleted)] == [DeleteReason.PEER]
+
+
+def test_first_message_flood_is_bounded() -> None:
+    from ipsecd.ike.constants import AuthMethod
+    from ipsecd.ike.proposals import mm_sa_payload
+    from ipsecd.ikev1.session import MAX_HALF_OPEN
+
+    w = pair()
+    sa = mm_sa_payload(w.b.cfg.mm_methods, [AuthMethod.PRE_SHARED_KEY], 28800)
+    for i in range(MAX_HALF_OPEN + 10):
+        m1 = codec.encode(
+            Message(Header(i.to_bytes(8, "big"), bytes(8), ExchangeType.IDENTITY_PROTECTION), (sa,))
+        )
+        w.b.receive_datagram(m1, (w.a.cfg.local[0], 500), 0.0, 500)
+    assert len(w.b.datagrams_to_send(0.0)) == MAX_HALF_OPEN
+    assert w.b.counters.invalid_packets == 10
+    w.advance(200.0)  # the half-open exchanges give up and are forgotten
+    assert w.b.get_timer() is None

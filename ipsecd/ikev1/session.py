@@ -56,6 +56,12 @@ NON_ESP_MARKER = bytes(4)  # RFC 3948 section 2.2
 KEEPALIVE = b"\xff"  # RFC 3948 section 2.3
 Rng = Callable[[int], bytes]
 MAX_SEEN_INFO = 256  # remembered Informational message IDs per ISAKMP SA (replays are dropped)
+MAX_HALF_OPEN = 16  # Main Modes in progress per peer; more first messages are dropped (flooding)
+_AUTH_NOTIFIES = (
+    NotifyType.AUTHENTICATION_FAILED,
+    NotifyType.INVALID_CERTIFICATE,
+    NotifyType.INVALID_SIGNATURE,
+)
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,9 @@ class IkeV1Session:
             if h.rcookie != bytes(8):
                 self.counters.invalid_cookies += 1
                 return
+            if sum(1 for m in self._mms.values() if m.done_at is None) >= MAX_HALF_OPEN:
+                self.counters.invalid_packets += 1
+                return
             local = (self.cfg.local[0], self.cfg.local_natt_port) if natt_port else self.cfg.local
             mm = MainMode.responder(self._mm_cfg, rng=self._rng, dh=self._dh, local=local, peer=addr)
             entry = Mm(mm, now)
@@ -316,7 +325,7 @@ class IkeV1Session:
         entry.retx = None
         entry.done_at = self._now
         self.counters.negotiation_failures += 1
-        if notify == NotifyType.AUTHENTICATION_FAILED:
+        if notify in _AUTH_NOTIFIES:
             self.counters.authentication_failures += 1
             self._events.append(AuthenticationFailed(reason))
         self._events.append(NegotiationFailed(NegotiationMode.MAIN_MODE, reason, FailurePoint.ME, notify))
