@@ -280,3 +280,26 @@ def test_qmpfs_uses_the_main_mode_group_and_policy_from_a_filter_action() -> Non
     a, b = _children(w)
     assert a.pfs_group == 14 == b.pfs_group  # the Main Mode group of ikev1_session_util.MM
     assert a.method == ESP  # GCM first, but the responder only takes ESP
+
+
+def test_quick_mode_without_id_payloads_protects_the_phase1_addresses() -> None:
+    """RFC 2409 section 5.5: without IDci/IDcr the selectors are the ISAKMP peers' addresses."""
+    from ipsecd.ikev1.quick_mode import QmPolicy
+
+    seen: list[tuple[TrafficSelector, TrafficSelector]] = []
+
+    def lookup(local: TrafficSelector, remote: TrafficSelector) -> QmPolicy | None:
+        seen.append((local, remote))
+        return QmPolicy((ESP,), None, False)
+
+    w = pair(b_qm_lookup=lookup)
+    w.a.initiate(QmPolicy((ESP,), None, False), 0.0)
+    w.pump()
+    a, b = _children(w)
+    assert seen == [(TrafficSelector.of("198.51.100.2/32"), TrafficSelector.of("192.0.2.1/32"))]
+    assert (a.local_ts, a.remote_ts) == (
+        TrafficSelector.of("192.0.2.1/32"),
+        TrafficSelector.of("198.51.100.2/32"),
+    )
+    assert a.outbound.mode == Mode.TRANSPORT and a.outbound.tunnel is None
+    _traffic(a.outbound, b.inbound, "192.0.2.1", "198.51.100.2")
