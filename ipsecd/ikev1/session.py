@@ -26,6 +26,7 @@ from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.constants import (
     ISAKMP_NATT_PORT,
     ExchangeType,
+    Flag,
     NotifyType,
     ProtocolId,
 )
@@ -242,6 +243,11 @@ class IkeV1Session:
         try:
             h, _ = codec.split(data)
         except CodecError:
+            self.counters.invalid_packets += 1
+            return
+        # RFC 2408 section 5.1: version 1.0 only; no unknown flags, no Authentication Only (A): the
+        # header is outside every HASH, so anything odd in it is dropped here.
+        if (h.major, h.minor) != (1, 0) or h.flags & ~(Flag.E | Flag.C) or h.flags & Flag.A:
             self.counters.invalid_packets += 1
             return
         if h.exchange_type == ExchangeType.IDENTITY_PROTECTION:
