@@ -303,3 +303,17 @@ def test_quick_mode_without_id_payloads_protects_the_phase1_addresses() -> None:
     )
     assert a.outbound.mode == Mode.TRANSPORT and a.outbound.tunnel is None
     _traffic(a.outbound, b.inbound, "192.0.2.1", "198.51.100.2")
+
+
+def test_ipv6_outer_addresses_with_nat_traversal() -> None:
+    a6, b6 = ipaddress.IPv6Address("2001:db8::1"), ipaddress.IPv6Address("2001:db8::2")
+    w = pair(a_local=(a6, 500), a_peer=(b6, 500), b_local=(b6, 500), b_peer=(a6, 500), a_force_nat=True)
+    w.b.cfg = replace(w.b.cfg, qm_lookup=lookup_b((GCM,)))
+    w.a.initiate(policy_a((GCM,)), 0.0)
+    w.pump()
+    a, b = _children(w)
+    assert a.outbound.tunnel is not None and (a.outbound.tunnel.src, a.outbound.tunnel.dst) == (a6, b6)
+    assert a.outbound.encap is not None and b.inbound.encap is not None
+    assert w.b.ike_sas[0].peer_id == IdPayload.for_address(a6)
+    _traffic(a.outbound, b.inbound, "10.1.0.5", "10.2.0.7")
+    _traffic(b.outbound, a.inbound, "10.2.0.7", "10.1.0.5")

@@ -275,8 +275,9 @@ class IkeV1Session:
         floating; a NAT may rebind the mapping)."""
         if natt_port:
             self.natt_active = True
-        if addr != self.peer_addr:
             self.peer_addr = addr
+        elif not self.natt_active:
+            self.peer_addr = addr  # once on the NAT-T port, a message on 500 does not move us back
 
     def _rx_main_mode(self, data: bytes, h: codec.Header, addr: Address, now: float, natt_port: bool) -> None:
         entry = self._mms.get(h.icookie)
