@@ -518,18 +518,21 @@ class _Never(Event):
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
-def test_dpd_both_ways_with_charon() -> None:
-    """RFC 3706 with charon: both announce DPD, each probes the other after 1 s of silence, each
-    answers; nobody is declared dead."""
+@pytest.mark.parametrize("prober", ["charon", "ipsecd", "ipsecd-charon-killed"])
+def test_dpd_with_charon(prober: str) -> None:
+    """RFC 3706 with charon: both announce DPD; the side with the short interval probes after 1 s of
+    silence and the other answers (any authenticated message counts as liveness, so only one side
+    probes at a time). With two unanswered probes our session declares charon dead (killed charon)."""
     case = CASES[1]
-    conf = _psk_conf(case, extra_conn="dpd_delay = 1s")
+    conf = _psk_conf(case, extra_conn="dpd_delay = " + ("1s" if prober == "charon" else "100s"))
     peer = CharonV1Peer(ike_proposal="-", esp_proposal="-", psk=PSK, swanctl_conf=conf)
     socks: dict[int, socket.socket] = {}
     try:
         socks = {5500: peer.socket(5500), 4501: peer.socket(4501)}
         base = _session(case, local_ports=(5500, 4501), peer_port=500, initiator=True)
+        interval = 100.0 if prober == "charon" else 1.0
         session = IkeV1Session(
-            dataclasses.replace(base.cfg, dpd_interval=1.0, dpd_retries=3),
+            dataclasses.replace(base.cfg, dpd_interval=interval, dpd_retries=2),
             rng=os.urandom,
             dh=DefaultDhProvider(os.urandom),
             now=0.0,
@@ -537,13 +540,23 @@ def test_dpd_both_ways_with_charon() -> None:
         drv = Driver(session, socks)
         session.initiate(QmPolicy((case.qm,), case.mm.group, True, OUR_NET, CHARON_NET), drv.now())
         drv.run(ChildSaEstablished)
-        _drive_for(drv, 3.5)
+        if prober == "ipsecd-charon-killed":
+            assert peer.proc is not None
+            peer.proc.kill()  # no DELETE: charon just vanishes
+            peer.proc.wait(timeout=10)
+            dead = drv.run(PeerDead, timeout=10.0)
+            assert isinstance(dead, PeerDead) and dead.unanswered == 2
+            assert not session.ike_sas and not session.children
+            return
+        _drive_for(drv, 4.5)
         log = peer.log_text()
         assert "received DPD vendor ID" in log
         parsed = [line for line in log.splitlines() if "parsed INFORMATIONAL_V1 request" in line]
-        assert any("[ HASH N(DPD) ]" in line for line in parsed), log[-3000:]  # our R-U-THERE
-        assert any("[ HASH N(DPD_ACK) ]" in line for line in parsed), log[-3000:]  # our ACK to charon's
-        assert "sending DPD request" in log
+        if prober == "ipsecd":
+            assert sum("[ HASH N(DPD) ]" in line for line in parsed) >= 3, log[-3000:]  # our R-U-THEREs
+        else:
+            assert "sending DPD request" in log
+            assert sum("[ HASH N(DPD_ACK) ]" in line for line in parsed) >= 3, log[-3000:]  # our ACKs
         assert not [e for e in drv.events if isinstance(e, PeerDead)]
         assert session.ike_sas and session.children
         assert "ESTABLISHED" in peer.swanctl("--list-sas")
