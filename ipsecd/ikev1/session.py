@@ -213,7 +213,8 @@ class IkeV1Session:
                 ts.append(c.rekey_at)
         if self._keepalive_at is not None:
             ts.append(self._keepalive_at)
-        return min(ts) if ts else None
+        finite = [t for t in ts if t != float("inf")]
+        return min(finite) if finite else None
 
     def handle_timer(self, now: float) -> None:
         self._now = now
