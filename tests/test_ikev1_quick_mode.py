@@ -317,3 +317,48 @@ def test_ipv6_outer_addresses_with_nat_traversal() -> None:
     assert w.b.ike_sas[0].peer_id == IdPayload.for_address(a6)
     _traffic(a.outbound, b.inbound, "10.1.0.5", "10.2.0.7")
     _traffic(b.outbound, a.inbound, "10.2.0.7", "10.1.0.5")
+
+
+def test_responder_lookup_from_ordered_filters() -> None:
+    from ipsecd.ikev1.qm_policy import responder_lookup
+    from ipsecd.ikev1.quick_mode import PFS_MAIN_MODE_GROUP
+    from ipsecd.policy.model import Action, AddressSpec, AddrKind, Filter, FilterAction
+    from ipsecd.policy.order import AddressRange, Direction, SpecificFilter
+
+    generic = Filter(AddressSpec(AddrKind.ME), AddressSpec(AddrKind.ANY))
+
+    def sf(
+        src: str, dst: str, action: Action, fa: str, proto: int = 0, direction: Direction = Direction.OUTBOUND
+    ) -> SpecificFilter:
+        return SpecificFilter(
+            direction,
+            AddressRange.of_network(ipaddress.ip_network(src)),
+            AddressRange.of_network(ipaddress.ip_network(dst)),
+            proto, 0, 0, action, "r", "fl", fa, 1, 0, generic,
+        )  # fmt: skip
+
+    filters = [
+        sf("10.2.0.0/24", "10.1.0.9/32", Action.BLOCK, "block"),
+        sf("10.2.0.0/24", "10.1.0.0/24", Action.NEGOTIATE, "strong", proto=6),
+        sf("10.1.0.0/24", "10.2.0.0/24", Action.NEGOTIATE, "strong", direction=Direction.INBOUND),
+        sf("10.2.0.0/16", "10.1.0.0/16", Action.NEGOTIATE, "pfs"),
+    ]
+    actions = {
+        "strong": FilterAction("strong", Action.NEGOTIATE, qmsecmethods=(GCM,)),
+        "pfs": FilterAction("pfs", Action.NEGOTIATE, qmsecmethods=(ESP,), qmpfs=True),
+    }
+    lookup = responder_lookup(filters, actions)
+    local, remote = TrafficSelector.of("10.2.0.0/24"), TrafficSelector.of("10.1.0.0/24")
+    pol = lookup(local, remote)  # any protocol: not inside the TCP-only filter, so the /16 one
+    assert pol is not None and pol.methods == (ESP,) and pol.pfs_group == PFS_MAIN_MODE_GROUP
+    assert (pol.local_ts, pol.remote_ts) == (local, remote) and not pol.tunnel
+    tcp = lookup(TrafficSelector.of("10.2.0.0/24", 6), TrafficSelector.of("10.1.0.0/24", 6))
+    assert tcp is not None and tcp.methods == (GCM,) and tcp.pfs_group is None
+    assert lookup(TrafficSelector.of("10.2.0.0/24"), TrafficSelector.of("10.1.0.9/32")) is None  # blocked
+    assert lookup(TrafficSelector.of("10.3.0.0/24"), remote) is None  # no filter
+    # End to end: the responder session decides with it.
+    w = pair(b_qm_lookup=lookup)
+    w.a.initiate(policy_a((GCM, ESP), PFS_MAIN_MODE_GROUP, tunnel=False), 0.0)  # the rule has no tunnel
+    w.pump()
+    a, b = _children(w)
+    assert a.method == ESP and b.pfs_group == 14
