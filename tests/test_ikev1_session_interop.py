@@ -125,6 +125,51 @@ CASES = [
 ]
 
 
+AES128_SHA256 = QmSecMethod(esp_enc=EspEncryption.AES128, esp_auth=Integrity.SHA256)
+CASES += [
+    Case(
+        "3des-sha1-modp1024-pfs",
+        "3des-sha1-modp1024",
+        MmSecMethod(MmEncryption.DES3, Integrity.SHA1, 2),
+        "aes128-sha1",
+        AES128_SHA1,
+        "modp1024",
+        "3DES_CBC/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_1024",
+        "ESP:AES_CBC-128/HMAC_SHA1_96/MODP_1024",
+    ),
+    Case(
+        "aes128-sha1-modp2048-gcm",
+        "aes128-sha1-modp2048",
+        MmSecMethod(MmEncryption.AES128, Integrity.SHA1, 14),
+        "aes128gcm16",
+        GCM128,
+        None,
+        "AES_CBC-128/HMAC_SHA1_96/PRF_HMAC_SHA1/MODP_2048",
+        "ESP:AES_GCM_16-128",
+    ),
+    Case(
+        "aes128-sha256-ecp256-cbc",
+        "aes128-sha256-ecp256",
+        MmSecMethod(MmEncryption.AES128, Integrity.SHA256, 19),
+        "aes128-sha256",
+        AES128_SHA256,
+        None,
+        "AES_CBC-128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256",
+        "ESP:AES_CBC-128/HMAC_SHA2_256_128",
+    ),
+    Case(
+        "aes256-sha256-curve25519-pfs-gcm",
+        "aes256-sha256-curve25519",
+        MmSecMethod(MmEncryption.AES256, Integrity.SHA256, 31),
+        "aes256gcm16",
+        GCM256,
+        "curve25519",
+        "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/CURVE_25519",
+        "ESP:AES_GCM_16-256/CURVE_25519",
+    ),
+]
+
+
 class Driver:
     """Feeds the session from the sockets and sends what it produces, until ``done`` (bounded)."""
 
