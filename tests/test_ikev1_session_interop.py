@@ -654,3 +654,38 @@ def test_quick_mode_and_main_mode_rekey_with_charon() -> None:
         for s in socks.values():
             s.close()
         peer.close()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_charon_rekeys_its_child_sa_with_our_responder() -> None:
+    """charon (initiator) rekeys its CHILD_SA after 3 s with a new Quick Mode on the same ISAKMP SA;
+    our responder takes it and traffic flows on the new SA. (strongSwan's IKEv1 default
+    ``delete_rekeyed = no`` keeps the old SA until it expires, so no DELETE comes here.)"""
+    case = CASES[1]
+    conf = _psk_conf(case, extra_child="rekey_time = 3s\n      life_time = 30s\n      rand_time = 0s")
+    peer = CharonV1Peer(ike_proposal="-", esp_proposal="-", psk=PSK, swanctl_conf=conf, charon_port=5500)
+    socks: dict[int, socket.socket] = {}
+    swanctl = None
+    try:
+        socks = {500: peer.socket(500), 4500: peer.socket(4500)}
+        session = _session(case, local_ports=(500, 4500), peer_port=5500, initiator=False)
+        drv = Driver(session, socks)
+        swanctl = peer.initiate()
+        first = drv.run(ChildSaEstablished)
+        assert isinstance(first, ChildSaEstablished) and first.life_seconds == 30  # charon's life_time
+        drv.events.remove(first)
+        second = drv.run(ChildSaEstablished, timeout=10.0)
+        assert isinstance(second, ChildSaEstablished) and second.inbound.spi != first.inbound.spi
+        assert len(session.ike_sas) == 1 and len(session.children) == 2
+        assert peer.wait_log(f"CHILD_SA c{{2}} established with SPIs {second.outbound.spi:08x}_i", 2.0)
+        _ping_through(peer, second, socks[4500])
+    except BaseException:
+        print(peer.log_text()[-6000:])
+        raise
+    finally:
+        if swanctl is not None:
+            swanctl.terminate()
+            swanctl.wait(timeout=10)
+        for s in socks.values():
+            s.close()
+        peer.close()
