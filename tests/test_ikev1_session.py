@@ -293,3 +293,26 @@ def test_first_message_flood_is_bounded() -> None:
     assert w.b.counters.invalid_packets == 10
     w.advance(200.0)  # the half-open exchanges give up and are forgotten
     assert w.b.get_timer() is None
+
+
+def test_no_secret_in_reprs() -> None:
+    w = pair()
+    w.a.initiate(policy_a(), 0.0)
+    w.pump()
+    child = w.of("a", ChildSaEstablished)[0]
+    assert isinstance(child, ChildSaEstablished)
+    texts = [
+        repr(w.a.cfg),
+        repr(child),
+        repr(w.a.ike_sas[0]),
+        repr(w.a.children[0]),
+        *map(repr, w.events["b"]),
+    ]
+    for secret in (
+        b"secret psk",
+        child.outbound.enc_key,
+        child.outbound.integ_key,
+        w.a.ike_sas[0].keys.skeyid_d,
+    ):
+        for t in texts:
+            assert secret.hex() not in t and repr(secret)[2:-1] not in t
