@@ -27,6 +27,7 @@ from strongswan_peer import CharonV1Peer, available
 
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.sa import Direction
+from ipsecd.ike.constants import IdType
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev1.certs import CertCredentials
 from ipsecd.ikev1.events import (
@@ -39,10 +40,12 @@ from ipsecd.ikev1.events import (
     NegotiationFailed,
     PeerDead,
 )
+from ipsecd.ikev1.payloads import IdPayload
 from ipsecd.ikev1.quick_mode import QmPolicy
 from ipsecd.ikev1.selectors import TrafficSelector
 from ipsecd.ikev1.session import IkeV1Session, SessionConfig
 from ipsecd.policy.model import EspEncryption, Integrity, MmEncryption, MmSecMethod, QmSecMethod
+from tests import netns, strongswan
 
 pytestmark = pytest.mark.root
 REASON = available()
@@ -262,6 +265,13 @@ def _check_child(child: ChildSaEstablished, case: Case) -> None:
 def _ping_through(peer: CharonV1Peer, child: ChildSaEstablished, sock: socket.socket) -> None:
     """ESP-encapsulated ICMP echo 10.1.0.1 -> 10.2.0.1 via charon's tunnel; the reply decrypts."""
     peer.ip("route", "replace", "10.1.0.0/24", "dev", "ipsec0", "src", "10.2.0.1")
+    _ping(child, sock)
+
+
+def _ping(child: ChildSaEstablished, sock: socket.socket) -> None:
+    """The ping of ``_ping_through`` once charon's namespace routes 10.1.0.0/24 into ipsec0."""
+    assert child.outbound.tunnel is not None and child.inbound.tunnel is not None
+    charon, us = str(child.outbound.tunnel.dst), str(child.inbound.tunnel.dst)
     out = make_transform(child.outbound, Direction.OUTBOUND, "python")
     inb = make_transform(child.inbound, Direction.INBOUND, "python")
     ident = os.getpid() & 0xFFFF
@@ -270,7 +280,7 @@ def _ping_through(peer: CharonV1Peer, child: ChildSaEstablished, sock: socket.so
         outer = out.protect([packet])[0]
         assert outer is not None and child.outbound.encap is not None
         ihl = (outer[0] & 0x0F) * 4
-        sock.sendto(outer[ihl + 8 :], (str(CHARON), child.outbound.encap.dport))  # the UDP payload
+        sock.sendto(outer[ihl + 8 :], (charon, child.outbound.encap.dport))  # the UDP payload
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             ready, _, _ = select.select([sock], [], [], 0.2)
@@ -280,7 +290,7 @@ def _ping_through(peer: CharonV1Peer, child: ChildSaEstablished, sock: socket.so
             if data[:4] == bytes(4) or len(data) < 8:
                 continue  # IKE (non-ESP marker) or keep-alive
             udp = struct.pack("!HHHH", src[1], sock.getsockname()[1], 8 + len(data), 0) + data
-            plain = inb.unprotect([_ipv4(str(CHARON), str(US), 17, udp, 1)])[0]
+            plain = inb.unprotect([_ipv4(charon, us, 17, udp, 1)])[0]
             assert plain is not None, "charon's ESP reply does not decrypt with our inbound SA"
             assert plain[9] == 1 and plain[20] == 0, "not an ICMP echo reply"
             assert plain[12:16] == ipaddress.IPv4Address("10.2.0.1").packed
@@ -689,3 +699,60 @@ def test_charon_rekeys_its_child_sa_with_our_responder() -> None:
         for s in socks.values():
             s.close()
         peer.close()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_session_behind_a_real_nat_with_charon(lab: netns.Lab) -> None:
+    """Our initiator behind an nftables masquerade router (tests/netns.py nat_topology): NAT-D shows
+    the NAT on our side, we float to 4500, send keep-alives, and ESP-in-UDP passes the NAT."""
+    t = netns.nat_topology(lab)
+    t.right.add_address("lo", "10.2.0.1/32")
+    conf = strongswan.psk_tunnel_conf(
+        local_addr="198.51.100.2",
+        remote_addr="%any",
+        local_id="right.test",
+        remote_id="left.test",
+        local_ts="10.2.0.0/24",
+        remote_ts="10.1.0.0/24",
+        psk=PSK,
+        version=1,
+        proposals="aes128-sha256-x25519",
+        esp_proposals="aes128gcm16",
+    )
+    charon = strongswan.Charon(t.right, conf).start()
+    with t.left.entered():
+        socks = {p: socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for p in (500, 4500)}
+    try:
+        for p, s in socks.items():
+            s.bind(("10.0.1.2", p))
+        cfg = SessionConfig(
+            local=(ipaddress.IPv4Address("10.0.1.2"), 500),
+            peer=(ipaddress.IPv4Address("198.51.100.2"), 500),
+            mm_methods=(MmSecMethod(MmEncryption.AES128, Integrity.SHA256, 31),),
+            psk=PSK.encode(),
+            local_id=IdPayload(IdType.ID_FQDN, 0, 0, b"left.test"),
+            keepalive_interval=0.3,
+        )
+        session = IkeV1Session(cfg, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=0.0)
+        drv = Driver(session, socks)
+        with t.right.capture(t.outside.b_ifname, "udp") as cap:
+            session.initiate(QmPolicy((GCM128,), None, True, OUR_NET, CHARON_NET), drv.now())
+            child = drv.run(ChildSaEstablished)
+            assert isinstance(child, ChildSaEstablished)
+            ike = next(e for e in drv.events if isinstance(e, IkeSaEstablished))
+            assert ike.natt and ike.nat_local  # the router rewrote our address: a real NAT
+            assert session.natt_active and session.local_port == 4500
+            _drive_for(drv, 1.0)  # keep-alives every 0.3 s
+            t.right.run(["ip", "route", "replace", "10.1.0.0/24", "dev", "ipsec0", "src", "10.2.0.1"])
+            _ping(child, socks[4500])
+        assert charon.established("t", "t")
+        assert f"remote 'left.test' @ {t.router_public}[4500]" in charon.list_sas()
+        assert cap.count(f"ip and not host {t.router_public} and not host 198.51.100.2") == 0
+        assert cap.count("udp port 4500 and udp[4:2] = 9") >= 2  # RFC 3948 section 2.3 keep-alives
+        assert len([p for p in cap.packets() if len(p) > 60]) >= 4
+    except BaseException:
+        print(charon.log_text()[-6000:])
+        raise
+    finally:
+        for s in socks.values():
+            s.close()
