@@ -38,14 +38,21 @@ import math
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from ipsecd.ike import der
 from ipsecd.ike.certs import PrivateKey, PublicKey
 from ipsecd.ike.constants import AuthMethod as V1AuthMethod
+
+_native: ModuleType | None
+try:  # libcrypto's RSA for DigestInfo-less signatures (ipsecd/datapath/native/rsa.c)
+    from ipsecd.datapath import _native
+except (ImportError, OSError):
+    _native = None
 
 
 class SignatureError(ValueError):
@@ -247,6 +254,25 @@ def parse_signature_hashes(data: bytes) -> list[int]:
 # ------------------------------------------------------------------------------ raw primitives
 
 
+def rsa_pkcs1_raw_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """PKCS#1 v1.5 block type 1 signature of ``data`` itself (no DigestInfo): IKEv1 RSA signatures.
+
+    Done by libcrypto through the native extension (blinded, constant-time exponentiation) when it
+    is built; otherwise by the blinded Python fallback below, which is NOT constant-time (Python's
+    ``pow`` leaks the exponent through timing): the daemon logs which one it uses.
+    """
+    if _native is not None:
+        der_key = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            signature: bytes = _native.rsa_sign_raw(der_key, data)
+            return signature
+        except ValueError as exc:
+            raise SignatureError(str(exc)) from None
+    return _rsa_raw_pkcs1_sign(key, data)
+
+
 def _rsa_raw_pkcs1_sign(
     key: rsa.RSAPrivateKey, data: bytes, rand_below: Callable[[int], int] = secrets.randbelow
 ) -> bytes:
@@ -350,7 +376,7 @@ def ikev1_sign(key: PrivateKey, method: int, hash_data: bytes) -> bytes:
     if method == V1AuthMethod.RSA_SIGNATURES:
         if not isinstance(key, rsa.RSAPrivateKey):
             raise SignatureError("RSA signatures need an RSA key")
-        return _rsa_raw_pkcs1_sign(key, hash_data)
+        return rsa_pkcs1_raw_sign(key, hash_data)
     if method in _ECDSA_METHODS:
         h = _ecdsa_method_fits(key, method)
         assert isinstance(key, ec.EllipticCurvePrivateKey)

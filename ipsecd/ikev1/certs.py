@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import verification
 
 from ipsecd.ike.constants import CertEncoding, IdType
+from ipsecd.ike.signatures import SignatureError, rsa_pkcs1_raw_sign
 from ipsecd.ikev1.payloads import CertPayload, CertReqPayload, IdPayload
 
 
@@ -70,23 +71,12 @@ class CertCredentials:
 
 
 def rsa_sign_raw(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-    """EMSA-PKCS1-v1_5 (RFC 8017 section 9.2, steps 3-5, without the DigestInfo of step 2), then
-    RSASP1: 0x00 | 0x01 | 0xFF... | 0x00 | data, raised to d mod n."""
-    nums = key.private_numbers()
-    n, d = nums.public_numbers.n, nums.d
-    k = (n.bit_length() + 7) // 8
-    if len(data) > k - 11:
-        raise CertError("data too long for the RSA key")
-    em = b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
-    # RFC 8017 section 5.1.2 with the CRT parameters cryptography keeps.
-    m = int.from_bytes(em, "big")
-    s1 = pow(m, nums.dmp1, nums.p)
-    s2 = pow(m, nums.dmq1, nums.q)
-    h = (nums.iqmp * (s1 - s2)) % nums.p
-    s = s2 + nums.q * h
-    if pow(s, nums.public_numbers.e, n) != m:  # fault check before anything leaves
-        s = pow(m, d, n)
-    return s.to_bytes(k, "big")
+    """EMSA-PKCS1-v1_5 without the DigestInfo of RFC 8017 section 9.2 step 2: see
+    ipsecd.ike.signatures.rsa_pkcs1_raw_sign (libcrypto when the native extension is built)."""
+    try:
+        return rsa_pkcs1_raw_sign(key, data)
+    except SignatureError as exc:
+        raise CertError(str(exc)) from None
 
 
 def rsa_verify_raw(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
