@@ -1,0 +1,225 @@
+"""ipsecd.ikev2.Session against a real strongSwan charon (IKEv2, PSK, tunnel mode, kernel-libipsec so
+ESP is UDP-encapsulated), in both roles. A test-side driver moves datagrams between the session and
+UDP sockets inside charon's namespace. Each case establishes the IKE SA and the first child, checks
+``swanctl --list-sas`` (ESTABLISHED, INSTALLED, the negotiated algorithms), rekeys the child (with or
+without PFS) and the IKE SA from our side on short lifetimes (the session's own timers) and from
+charon's side (``swanctl --rekey``), then deletes the IKE SA. Root only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from strongswan_peer import available
+from strongswan_v2_peer import CHARON_TS, OUR_TS, CharonV2Peer
+
+from ipsecd.ike.dh import DefaultDhProvider
+from ipsecd.ikev2.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaRekeyed,
+    Event,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+)
+from ipsecd.ikev2.payloads import Identity, TrafficSelector
+from ipsecd.ikev2.proposals import parse_esp, parse_ike
+from ipsecd.ikev2.session import Session, SessionConfig
+
+pytestmark = pytest.mark.root
+REASON = available()
+PSK = "ikev2-interop-psk"
+
+# (IKE proposal, ESP proposal, what charon prints for the IKE SA, and for the CHILD_SA)
+PROPOSALS = [
+    ("aes128gcm16-prfsha256-x25519", "aes128gcm16", "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519", "ESP:AES_GCM_16-128"),
+    (
+        "aes256-sha256-modp2048",
+        "aes256-sha256",
+        "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048",
+        "ESP:AES_CBC-256/HMAC_SHA2_256_128",
+    ),
+    (
+        "aes128-sha256-ecp256",
+        "aes128-sha256",
+        "AES_CBC-128/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256",
+        "ESP:AES_CBC-128/HMAC_SHA2_256_128",
+    ),
+    (
+        "chacha20poly1305-prfsha256-x25519",
+        "chacha20poly1305",
+        "CHACHA20_POLY1305/PRF_HMAC_SHA2_256/CURVE_25519",
+        "ESP:CHACHA20_POLY1305",
+    ),
+]
+# Every proposal in both roles; PFS on in one role and off in the other.
+CASES = [
+    (p, role, (i + (role == "responder")) % 2 == 0)
+    for i, p in enumerate(PROPOSALS)
+    for role in ("initiator", "responder")
+]
+
+
+def _ids(c: tuple[tuple[str, str, str, str], str, bool]) -> str:
+    return f"{c[0][0]}-{c[1]}-{'pfs' if c[2] else 'nopfs'}"
+
+
+class Driver:
+    """Feeds one session from two UDP sockets (IKE port and NAT-T port); bounded waits only."""
+
+    def __init__(self, ike: socket.socket, natt: socket.socket) -> None:
+        self.ike, self.natt = ike, natt
+        self.session: Session | None = None
+        self.events: list[Event] = []
+        self.make: Callable[[bytes, tuple[str, int]], Session] | None = None
+        self.esp_seen = 0
+
+    def _flush(self) -> None:
+        assert self.session is not None
+        for data, addr in self.session.datagrams_to_send(time.monotonic()):
+            (self.natt if data[:4] == bytes(4) else self.ike).sendto(data, addr)
+        while (e := self.session.next_event()) is not None:
+            self.events.append(e)
+
+    def run(self, until: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.session is not None:
+                self.session.poll(time.monotonic())
+                self._flush()
+            if until():
+                return
+            now = time.monotonic()
+            if now > deadline:
+                raise AssertionError(f"timed out waiting for {what}; events: {[type(e).__name__ for e in self.events]}")
+            wait = 0.05
+            if self.session is not None and (t := self.session.get_timer()) is not None:
+                wait = max(0.0, min(wait, t - now))
+            ready, _, _ = select.select([self.ike, self.natt], [], [], wait)
+            for sock in ready:
+                data, addr = sock.recvfrom(65535)
+                if sock is self.natt and data[:4] != bytes(4):
+                    self.esp_seen += 1  # ESP in UDP or a NAT keepalive: not for IKE
+                    continue
+                if self.session is None:
+                    assert self.make is not None
+                    self.session = self.make(data, addr)
+                self.session.receive_datagram(data, addr, time.monotonic())
+            if self.session is not None:
+                t = self.session.get_timer()
+                if t is not None and time.monotonic() >= t:
+                    self.session.handle_timer(time.monotonic())
+
+    def count(self, cls: type) -> int:
+        return sum(isinstance(e, cls) for e in self.events)
+
+
+def _config(ike: str, esp: str, pfs: bool, rekey: bool) -> SessionConfig:
+    ike_algs = parse_ike(ike)
+    esp_algs = parse_esp(esp + (f"-{ike.rsplit('-', 1)[1]}" if pfs else ""))
+    return SessionConfig(
+        ike=(parse_ike("aes192-sha384-ecp384"), ike_algs),  # one charon refuses first
+        esp=(parse_esp("aes192-sha512"), esp_algs),
+        psk=PSK.encode(),
+        local_id=Identity.address("127.0.0.2"),
+        remote_id=Identity.address("127.0.0.1"),
+        local_ts=(TrafficSelector.network(OUR_TS),),
+        remote_ts=(TrafficSelector.network(CHARON_TS),),
+        pfs_group=ike_algs.groups[0] if pfs else None,
+        child_rekey_s=2.0 if rekey else 3600.0,
+        ike_rekey_s=3.5 if rekey else 14400.0,
+        rekey_margin_s=5.0,
+        dpd_interval_s=0,
+        retransmit_timeout_s=0.5,
+        half_open_timeout_s=10.0,
+    )
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize(("proposal", "role", "pfs"), CASES, ids=[_ids(c) for c in CASES])
+def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, pfs: bool) -> None:
+    ike, esp, ike_text, esp_text = proposal
+    ours_initiate = role == "initiator"
+    peer = CharonV2Peer(ike_proposal=ike, esp_proposal=esp, psk=PSK, pfs=pfs, charon_port=500 if ours_initiate else 5500)
+    socks: list[socket.socket] = []
+    swanctl = None
+    rng, dh = os.urandom, DefaultDhProvider(os.urandom)
+    try:
+        if ours_initiate:
+            socks += [peer.socket(5500), peer.socket(4501)]
+            drv = Driver(*socks)
+            drv.session = Session.initiate(
+                _config(ike, esp, pfs, rekey=True),
+                local=("127.0.0.2", 5500),
+                remote=("127.0.0.1", 500),
+                now=time.monotonic(),
+                rng=rng,
+                dh=dh,
+                local_natt_port=4501,
+            )
+        else:
+            socks += [peer.socket(500), peer.socket(4500)]
+            drv = Driver(*socks)
+            drv.make = lambda data, addr: Session.respond(
+                _config(ike, esp, pfs, rekey=True), local=("127.0.0.2", 500), remote=addr, now=time.monotonic(), rng=rng, dh=dh
+            )
+            swanctl = peer.initiate()
+        drv.run(lambda: drv.count(ChildSaEstablished) == 1, 10, "IKE_SA and CHILD_SA")
+        est = next(e for e in drv.events if isinstance(e, IkeSaEstablished))
+        assert est.initiator == ours_initiate and est.natt and est.peer_id == Identity.address("127.0.0.1")
+        child = next(e for e in drv.events if isinstance(e, ChildSaEstablished))
+        assert child.outbound.encap is not None and child.inbound.tunnel is not None
+        sas = peer.list_sas()
+        assert re.search(r"^v2: #\d+, ESTABLISHED, IKEv2", sas, re.MULTILINE), sas
+        assert ike_text in sas, sas
+        assert re.search(rf"c: #\d+, reqid \d+, INSTALLED, TUNNEL-in-UDP, {re.escape(esp_text)}", sas), sas
+        assert f"{child.inbound.spi:08x}" in sas and f"{child.outbound.spi:08x}" in sas, sas
+
+        # Our timers: the child rekeys after ~2 s (PFS when configured), the IKE SA after ~3.5 s.
+        drv.run(lambda: drv.count(ChildSaRekeyed) >= 1 and drv.count(IkeSaRekeyed) >= 1, 8, "our rekeys")
+        drv.run(lambda: drv.count(ChildSaDeleted) >= 1 and drv.session is not None and drv.session.old_sa is None, 5, "old SAs deleted")
+        rekeyed = next(e for e in drv.events if isinstance(e, ChildSaRekeyed))
+        assert rekeyed.pfs_group == (_config(ike, esp, pfs, True).pfs_group)
+        assert drv.session is not None
+        drv.session.config = _config(ike, esp, pfs, rekey=False)  # no more rekeys of our own
+        for c in drv.session.children.values():
+            c.rekey_at = float("inf")
+        drv.session.sa.rekey_at = float("inf")
+        sas = peer.list_sas()
+        assert len(peer.ike_sas()) == 1 and "ESTABLISHED" in peer.ike_sas()[0], sas
+        assert len(peer.installed_children()) == 1, sas
+        assert f"{rekeyed.inbound.spi:08x}" in sas and f"{rekeyed.outbound.spi:08x}" in sas, sas
+
+        # charon's turn: rekey the child, then the IKE SA.
+        n_child, n_ike = drv.count(ChildSaRekeyed), drv.count(IkeSaRekeyed)
+        peer.swanctl("--rekey", "--child", "c")
+        drv.run(lambda: drv.count(ChildSaRekeyed) > n_child and len(drv.session.children) == 1, 5, "charon's child rekey")  # type: ignore[union-attr]
+        peer.swanctl("--rekey", "--ike", "v2")
+        drv.run(lambda: drv.count(IkeSaRekeyed) > n_ike and drv.session.old_sa is None, 5, "charon's IKE rekey")  # type: ignore[union-attr]
+        drv.run(lambda: len(peer.ike_sas()) == 1 and len(peer.installed_children()) == 1, 5, "charon settled")
+        last = [e for e in drv.events if isinstance(e, ChildSaRekeyed)][-1]
+        sas = peer.list_sas()
+        assert f"{last.inbound.spi:08x}" in sas and f"{last.outbound.spi:08x}" in sas, sas
+        assert drv.session.counters.invalid_packets == 0, drv.session.last_drop
+
+        # We delete the IKE SA; charon has nothing left.
+        drv.session.close()
+        drv.run(lambda: drv.count(IkeSaDeleted) == 1, 5, "IKE SA deleted")
+        drv.run(lambda: not peer.ike_sas(), 5, "charon's SAs gone")
+    except BaseException:
+        print(peer.log_text()[-8000:])
+        raise
+    finally:
+        if swanctl is not None:
+            swanctl.terminate()
+            swanctl.wait(timeout=10)
+        for s in socks:
+            s.close()
+        peer.close()
