@@ -39,7 +39,12 @@ PSK = "ikev2-interop-psk"
 
 # (IKE proposal, ESP proposal, what charon prints for the IKE SA, and for the CHILD_SA)
 PROPOSALS = [
-    ("aes128gcm16-prfsha256-x25519", "aes128gcm16", "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519", "ESP:AES_GCM_16-128"),
+    (
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16",
+        "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519",
+        "ESP:AES_GCM_16-128",
+    ),
     (
         "aes256-sha256-modp2048",
         "aes256-sha256",
@@ -98,7 +103,9 @@ class Driver:
                 return
             now = time.monotonic()
             if now > deadline:
-                raise AssertionError(f"timed out waiting for {what}; events: {[type(e).__name__ for e in self.events]}")
+                raise AssertionError(
+                    f"timed out waiting for {what}; events: {[type(e).__name__ for e in self.events]}"
+                )
             wait = 0.05
             if self.session is not None and (t := self.session.get_timer()) is not None:
                 wait = max(0.0, min(wait, t - now))
@@ -147,7 +154,9 @@ def _config(ike: str, esp: str, pfs: bool, rekey: bool) -> SessionConfig:
 def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, pfs: bool) -> None:
     ike, esp, ike_text, esp_text = proposal
     ours_initiate = role == "initiator"
-    peer = CharonV2Peer(ike_proposal=ike, esp_proposal=esp, psk=PSK, pfs=pfs, charon_port=500 if ours_initiate else 5500)
+    peer = CharonV2Peer(
+        ike_proposal=ike, esp_proposal=esp, psk=PSK, pfs=pfs, charon_port=500 if ours_initiate else 5500
+    )
     socks: list[socket.socket] = []
     swanctl = None
     rng, dh = os.urandom, DefaultDhProvider(os.urandom)
@@ -168,7 +177,12 @@ def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, 
             socks += [peer.socket(500), peer.socket(4500)]
             drv = Driver(*socks)
             drv.make = lambda data, addr: Session.respond(
-                _config(ike, esp, pfs, rekey=True), local=("127.0.0.2", 500), remote=addr, now=time.monotonic(), rng=rng, dh=dh
+                _config(ike, esp, pfs, rekey=True),
+                local=("127.0.0.2", 500),
+                remote=addr,
+                now=time.monotonic(),
+                rng=rng,
+                dh=dh,
             )
             swanctl = peer.initiate()
         drv.run(lambda: drv.count(ChildSaEstablished) == 1, 10, "IKE_SA and CHILD_SA")
@@ -184,7 +198,11 @@ def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, 
 
         # Our timers: the child rekeys after ~2 s (PFS when configured), the IKE SA after ~3.5 s.
         drv.run(lambda: drv.count(ChildSaRekeyed) >= 1 and drv.count(IkeSaRekeyed) >= 1, 8, "our rekeys")
-        drv.run(lambda: drv.count(ChildSaDeleted) >= 1 and drv.session is not None and drv.session.old_sa is None, 5, "old SAs deleted")
+        drv.run(
+            lambda: drv.count(ChildSaDeleted) >= 1 and drv.session is not None and drv.session.old_sa is None,
+            5,
+            "old SAs deleted",
+        )
         rekeyed = next(e for e in drv.events if isinstance(e, ChildSaRekeyed))
         assert rekeyed.pfs_group == (_config(ike, esp, pfs, True).pfs_group)
         assert drv.session is not None
@@ -200,9 +218,15 @@ def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, 
         # charon's turn: rekey the child, then the IKE SA.
         n_child, n_ike = drv.count(ChildSaRekeyed), drv.count(IkeSaRekeyed)
         peer.swanctl("--rekey", "--child", "c")
-        drv.run(lambda: drv.count(ChildSaRekeyed) > n_child and len(drv.session.children) == 1, 5, "charon's child rekey")  # type: ignore[union-attr]
+        drv.run(
+            lambda: drv.count(ChildSaRekeyed) > n_child and len(drv.session.children) == 1,
+            5,
+            "charon's child rekey",
+        )  # type: ignore[union-attr]
         peer.swanctl("--rekey", "--ike", "v2")
-        drv.run(lambda: drv.count(IkeSaRekeyed) > n_ike and drv.session.old_sa is None, 5, "charon's IKE rekey")  # type: ignore[union-attr]
+        drv.run(
+            lambda: drv.count(IkeSaRekeyed) > n_ike and drv.session.old_sa is None, 5, "charon's IKE rekey"
+        )  # type: ignore[union-attr]
         drv.run(lambda: len(peer.ike_sas()) == 1 and len(peer.installed_children()) == 1, 5, "charon settled")
         last = [e for e in drv.events if isinstance(e, ChildSaRekeyed)][-1]
         sas = peer.list_sas()

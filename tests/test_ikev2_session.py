@@ -1,0 +1,343 @@
+"""Two ipsecd.ikev2 sessions talking in memory: deterministic (seeded randomness, a fake clock)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from ipsecd.datapath.factory import make_transform
+from ipsecd.datapath.sa import Direction
+from ipsecd.ike.dh import DefaultDhProvider
+from ipsecd.ikev2.constants import NotifyType
+from ipsecd.ikev2.cookies import CookieGuard
+from ipsecd.ikev2.events import (
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaFailed,
+    ChildSaRekeyed,
+    Event,
+    FailurePoint,
+    IkeSaDeleted,
+    IkeSaEstablished,
+    IkeSaRekeyed,
+    NegotiationFailed,
+    PeerDead,
+)
+from ipsecd.ikev2.payloads import Identity, TrafficSelector
+from ipsecd.ikev2.proposals import parse_esp, parse_ike
+from ipsecd.ikev2.session import Session, SessionConfig, State
+
+A = ("192.0.2.1", 500)
+B = ("192.0.2.2", 500)
+SUITES = [
+    ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+    ("aes256-sha256-modp2048", "aes256-sha256"),
+    ("aes128-sha256-ecp256", "aes128-sha256"),
+    ("chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
+    ("aes192-sha384-ecp384", "aes128-sha1"),
+    ("aes256-sha512-prfsha512-x25519", "aes256gcm16"),
+]
+
+
+def config(
+    local: str, lts: str, rts: str, ike: str = SUITES[0][0], esp: str = SUITES[0][1], **kw: object
+) -> SessionConfig:
+    base = SessionConfig(
+        ike=(parse_ike(ike),),
+        esp=(parse_esp(esp),),
+        psk=b"in-memory-psk",
+        local_id=Identity.address(local),
+        local_ts=(TrafficSelector.network(lts),),
+        remote_ts=(TrafficSelector.network(rts),),
+        dpd_interval_s=0,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+class Pair:
+    def __init__(self, ca: SessionConfig, cb: SessionConfig, seed: int = 1) -> None:
+        r = random.Random(seed)
+        self.rng: Callable[[int], bytes] = r.randbytes
+        self.dh = DefaultDhProvider(self.rng)
+        self.now = 0.0
+        self.a = Session.initiate(ca, local=A, remote=B, now=0.0, rng=self.rng, dh=self.dh)
+        self.b = Session.respond(cb, local=B, remote=A, now=0.0, rng=self.rng, dh=self.dh)
+        self.ev: dict[str, list[Event]] = {"a": [], "b": []}
+        self.wire: list[tuple[str, bytes]] = []  # every datagram, for tests that replay
+
+    def run(self, drop: Callable[[str, bytes], bool] = lambda who, d: False, rounds: int = 30) -> None:
+        for _ in range(rounds):
+            moved = False
+            for who, x, y, src in (("a", self.a, self.b, A), ("b", self.b, self.a, B)):
+                x.poll(self.now)
+                for d, _addr in x.datagrams_to_send(self.now):
+                    moved = True
+                    self.wire.append((who, d))
+                    if not drop(who, d):
+                        y.receive_datagram(d, src, self.now)
+            for who, s in (("a", self.a), ("b", self.b)):
+                while (e := s.next_event()) is not None:
+                    self.ev[who].append(e)
+            if not moved:
+                return
+
+    def tick(self, to: float, drop: Callable[[str, bytes], bool] = lambda who, d: False) -> None:
+        """Advance the clock in timer steps, delivering everything in between."""
+        for _ in range(200):
+            timers = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None and t <= to]
+            if not timers:
+                break
+            self.now = max(self.now, min(timers))
+            for s in (self.a, self.b):
+                t = s.get_timer()
+                if t is not None and t <= self.now:
+                    s.handle_timer(self.now)
+            self.run(drop)
+        self.now = to
+        self.run(drop)
+
+    def of(self, who: str, cls: type) -> list[Event]:
+        return [e for e in self.ev[who] if isinstance(e, cls)]
+
+
+def pair(**kw: object) -> Pair:
+    a_kw = {k[2:]: v for k, v in kw.items() if k.startswith("a_")}
+    b_kw = {k[2:]: v for k, v in kw.items() if k.startswith("b_")}
+    both = {k: v for k, v in kw.items() if not k.startswith(("a_", "b_"))}
+    return Pair(
+        config(A[0], "10.1.0.0/24", "10.2.0.0/24", **{**both, **a_kw}),
+        config(B[0], "10.2.0.0/24", "10.1.0.0/24", **{**both, **b_kw}),
+    )
+
+
+def _children_agree(p: Pair) -> None:
+    assert set(p.a.children) and len(p.a.children) == len(p.b.children)
+    for spi, c in p.a.children.items():
+        other = next(x for x in p.b.children.values() if x.peer_spi == spi)
+        assert c.inbound == replace(other.outbound, iv_key=c.inbound.iv_key, lifetimes=c.inbound.lifetimes)
+        assert c.inbound.enc_key == other.outbound.enc_key and c.outbound.enc_key == other.inbound.enc_key
+
+
+@pytest.mark.parametrize(("ike", "esp"), SUITES)
+def test_establish_and_esp_keys_work(ike: str, esp: str) -> None:
+    p = pair(ike=ike, esp=esp)
+    p.run()
+    assert p.a.established and p.b.established
+    ea, eb = p.of("a", IkeSaEstablished)[0], p.of("b", IkeSaEstablished)[0]
+    assert isinstance(ea, IkeSaEstablished) and isinstance(eb, IkeSaEstablished)
+    assert ea.initiator and not eb.initiator and (ea.spi_i, ea.spi_r) == (eb.spi_i, eb.spi_r)
+    assert eb.peer_id == Identity.address(A[0]) and not ea.natt
+    ca, cb = p.of("a", ChildSaEstablished)[0], p.of("b", ChildSaEstablished)[0]
+    assert isinstance(ca, ChildSaEstablished) and isinstance(cb, ChildSaEstablished)
+    # The keys really match: a's outbound ESP SA protects what b's inbound SA accepts.
+    out_a = make_transform(ca.outbound, Direction.OUTBOUND, "python")
+    in_b = make_transform(cb.inbound, Direction.INBOUND, "python")
+    inner = bytes.fromhex("4500001c000000004001f7d60a0100010a020001") + bytes(8)
+    prot = out_a.protect([inner])[0]
+    assert prot is not None and in_b.unprotect([prot])[0] is not None
+    assert p.a.counters.invalid_packets == p.b.counters.invalid_packets == 0
+
+
+@pytest.mark.parametrize("pfs", [None, 31])
+def test_rekeys_and_delete(pfs: int | None) -> None:
+    esp = "aes128gcm16" + ("-x25519" if pfs else "")
+    p = pair(esp=esp, pfs_group=pfs)
+    p.run()
+    spi = next(iter(p.a.children.values())).spi
+    p.a.rekey_child(spi)
+    p.run()
+    rk = p.of("a", ChildSaRekeyed)
+    assert len(rk) == 1 and isinstance(rk[0], ChildSaRekeyed) and rk[0].old_inbound_spi == spi
+    assert rk[0].pfs_group == pfs
+    assert len(p.of("a", ChildSaDeleted)) == len(p.of("b", ChildSaDeleted)) == 1
+    _children_agree(p)
+    old_spis = p.a.spis
+    p.b.rekey_ike()  # the responder rekeys the IKE SA: it becomes the original initiator of the new one
+    p.run()
+    assert len(p.of("a", IkeSaRekeyed)) == len(p.of("b", IkeSaRekeyed)) == 1
+    assert p.a.spis == p.b.spis != old_spis and p.b.sa.initiator and not p.a.sa.initiator
+    assert p.a.old_sa is None and p.b.old_sa is None
+    p.b.rekey_child(next(iter(p.b.children.values())).spi)  # a child rekey on the new IKE SA
+    p.run()
+    _children_agree(p)
+    p.a.close()
+    p.run()
+    assert p.a.closed and p.b.closed
+    assert len(p.of("b", IkeSaDeleted)) == 1 and not p.a.children and not p.b.children
+
+
+def test_timers_rekey_on_short_lifetimes() -> None:
+    p = pair(child_rekey_s=10.0, ike_rekey_s=25.0, rekey_margin_s=5.0)
+    p.run()
+    p.tick(40.0)
+    assert len(p.of("a", ChildSaRekeyed)) + len(p.of("b", ChildSaRekeyed)) >= 3
+    assert p.of("a", IkeSaRekeyed) and p.a.established and p.b.established
+    assert len(p.a.children) == len(p.b.children) == 1
+    _children_agree(p)
+
+
+def test_lost_request_is_retransmitted_and_duplicate_answered_from_cache() -> None:
+    p = pair()
+    lost: list[bytes] = []
+
+    def drop_first_auth(who: str, d: bytes) -> bool:
+        if who == "a" and not lost and p.a.state is State.AUTH:
+            lost.append(d)
+            return True
+        return False
+
+    p.run(drop_first_auth)
+    assert lost and not p.a.established
+    p.tick(1.0)  # retransmission timeout 1 s
+    assert p.a.established and p.a.counters.retransmissions == 1
+    # The same request again: b answers with the cached response and changes nothing.
+    before = list(p.b.children)
+    p.b.receive_datagram(lost[0], A, p.now)
+    out = p.b.datagrams_to_send(p.now)
+    assert len(out) == 1 and p.b.counters.duplicate_requests == 1 and list(p.b.children) == before
+
+
+def test_give_up_after_retries() -> None:
+    p = pair(retransmit_tries=3)
+    p.run(lambda who, d: who == "b")  # b's answers never arrive
+    p.tick(20.0, lambda who, d: who == "b")
+    f = p.of("a", NegotiationFailed)
+    assert len(f) == 1 and isinstance(f[0], NegotiationFailed) and f[0].failure_point is FailurePoint.PEER
+    assert p.a.counters.retransmissions == 2 and p.a.closed
+
+
+def test_dead_peer_detected_by_liveness_check() -> None:
+    p = pair(dpd_interval_s=5.0, retransmit_tries=2)
+    p.run()
+    p.b.state = State.CLOSED  # b disappears
+    p.tick(30.0)
+    assert p.of("a", PeerDead) and len(p.of("a", ChildSaDeleted)) == 1 and p.a.closed
+
+
+def test_invalid_ke_payload_retry() -> None:
+    both = parse_ike("aes128gcm16-prfsha256-ecp256-x25519")
+    p = Pair(
+        replace(config(A[0], "10.1.0.0/24", "10.2.0.0/24"), ike=(both,)),
+        replace(config(B[0], "10.2.0.0/24", "10.1.0.0/24"), ike=(parse_ike("aes128gcm16-prfsha256-x25519"),)),
+    )
+    p.run()
+    assert p.a.established and p.a.sa.group == 31
+
+
+def test_cookie_challenge() -> None:
+    r = random.Random(7)
+    guard = CookieGuard(r.randbytes, 0.0, threshold=0)
+    p = pair()
+    first = p.a.datagrams_to_send(0.0)[0][0]
+    v = guard.check(first, A, half_open=5, now=0.0)
+    assert not v.accept and v.reply is not None
+    p.a.receive_datagram(v.reply, B, 0.0)
+    second = p.a.datagrams_to_send(0.0)[0][0]
+    assert guard.check(second, A, half_open=5, now=0.0).accept
+    assert not guard.check(second, ("198.51.100.9", 500), half_open=5, now=0.0).accept  # bound to the address
+    p.b.receive_datagram(second, A, 0.0)
+    p.run()
+    assert p.a.established and p.b.established
+
+
+def test_wrong_psk_fails_authentication() -> None:
+    p = pair(b_psk=b"another-psk")
+    p.run()
+    fb, fa = p.of("b", NegotiationFailed), p.of("a", NegotiationFailed)
+    assert isinstance(fb[0], NegotiationFailed) and fb[0].notify == NotifyType.AUTHENTICATION_FAILED
+    assert isinstance(fa[0], NegotiationFailed) and fa[0].notify == NotifyType.AUTHENTICATION_FAILED
+    assert p.b.counters.authentication_failures == 1 and not p.a.established
+
+
+def test_no_proposal_chosen() -> None:
+    p = pair(b_ike="aes256-sha512-modp4096")
+    p.run()
+    assert isinstance(p.of("a", NegotiationFailed)[0], NegotiationFailed)
+    assert p.of("a", NegotiationFailed)[0].notify == NotifyType.NO_PROPOSAL_CHOSEN  # type: ignore[union-attr]
+
+
+def test_responder_narrows_selectors() -> None:
+    p = Pair(
+        config(A[0], "10.1.0.0/16", "10.2.0.0/16"),
+        config(B[0], "10.2.0.0/24", "10.1.0.0/25"),
+    )
+    p.run()
+    ca = p.of("a", ChildSaEstablished)[0]
+    assert isinstance(ca, ChildSaEstablished)
+    assert ca.local_ts == (TrafficSelector.network("10.1.0.0/25"),)
+    assert ca.remote_ts == (TrafficSelector.network("10.2.0.0/24"),)
+
+
+def test_ts_unacceptable_keeps_the_ike_sa() -> None:
+    p = Pair(config(A[0], "10.1.0.0/24", "10.2.0.0/24"), config(B[0], "10.9.0.0/24", "10.8.0.0/24"))
+    p.run()
+    assert p.a.established and p.b.established and not p.a.children
+    f = p.of("a", ChildSaFailed)
+    assert isinstance(f[0], ChildSaFailed) and f[0].notify == NotifyType.TS_UNACCEPTABLE
+
+
+def test_transport_mode() -> None:
+    p = pair(transport=True)
+    p.run()
+    c = p.of("a", ChildSaEstablished)[0]
+    assert isinstance(c, ChildSaEstablished) and c.outbound.tunnel is None
+
+
+def test_fragmented_messages() -> None:
+    many = tuple(TrafficSelector.network(f"10.1.{i}.0/24") for i in range(40))
+    p = Pair(
+        replace(config(A[0], "10.1.0.0/24", "10.2.0.0/24"), local_ts=many, fragment_size=400),
+        replace(config(B[0], "10.2.0.0/24", "10.1.0.0/16"), fragment_size=400),
+    )
+    p.run()
+    assert p.a.established and len(p.a.children) == 1
+    assert max(len(d) for who, d in p.wire if who == "a") <= 400
+    c = next(iter(p.b.children.values()))
+    assert len(c.remote_ts) == 40
+
+
+def test_simultaneous_child_rekey() -> None:
+    p = pair()
+    p.run()
+    spi_a = next(iter(p.a.children))
+    p.a.rekey_child(int.from_bytes(spi_a, "big"))
+    p.b.rekey_child(next(iter(p.b.children.values())).spi)
+    p.a.poll(0.0)
+    p.b.poll(0.0)
+    p.run()
+    p.tick(100.0)  # redundant SAs deleted, old ones expire at the latest after the margin
+    assert len(p.a.children) == len(p.b.children) == 1
+    _children_agree(p)
+
+
+def test_tampered_or_replayed_messages_change_nothing() -> None:
+    p = pair()
+    p.run()
+    keys, children = p.a.sa.keys, dict(p.a.children)
+    for who, d in list(p.wire):
+        if who != "b":
+            continue
+        for i in (0, 20, len(d) // 2, len(d) - 1):
+            bad = bytearray(d)
+            bad[i] ^= 0x40
+            p.a.receive_datagram(bytes(bad), B, p.now)
+        p.a.receive_datagram(d, B, p.now)  # replayed response: no request outstanding
+    assert p.a.sa.keys == keys and p.a.children == children and p.a.established
+    assert p.a.counters.invalid_packets >= 8
+
+
+def test_peer_deletes_child_and_ike() -> None:
+    p = pair()
+    p.run()
+    p.b.delete_child(next(iter(p.b.children.values())).spi)
+    p.run()
+    assert not p.a.children and not p.b.children
+    p.b.create_child()
+    p.run()
+    assert len(p.a.children) == len(p.b.children) == 1
+    p.b.close()
+    p.run()
+    assert p.a.closed and isinstance(p.of("a", IkeSaDeleted)[0], IkeSaDeleted)
