@@ -16,8 +16,8 @@ from ipsecd.ikev2.constants import EncrId, ExchangeType, IntegId, NotifyType, Pa
 from ipsecd.ikev2.message import Header, Reassembler
 from ipsecd.ikev2.payloads import (
     KNOWN_PAYLOADS,
-    IdiPayload,
     Identity,
+    IdiPayload,
     NoncePayload,
     NotifyPayload,
     Payload,
