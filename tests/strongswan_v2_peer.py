@@ -29,7 +29,9 @@ class CharonV2Peer(CharonV1Peer):
         charon_port: int = 500,
         child_rekey: int = 0,
         ike_rekey: int = 0,
+        install_routes: bool = False,
     ) -> None:
+        self._install_routes = install_routes
         self._child_rekey = child_rekey
         self._ike_rekey = ike_rekey
         super().__init__(
@@ -47,7 +49,7 @@ class CharonV2Peer(CharonV1Peer):
   load = {PLUGINS}
   port = {self.charon_port}
   port_nat_t = {natt}
-  install_routes = no
+  install_routes = {"yes" if self._install_routes else "no"}
   retransmit_tries = 2
   retransmit_timeout = 1.0
   plugins {{ vici {{ socket = {vici} }} }}

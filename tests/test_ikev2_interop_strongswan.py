@@ -8,6 +8,7 @@ charon's side (``swanctl --rekey``), then deletes the IKE SA. Root only.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import select
@@ -19,6 +20,8 @@ import pytest
 from strongswan_peer import available
 from strongswan_v2_peer import CHARON_TS, OUR_TS, CharonV2Peer
 
+from ipsecd.datapath.factory import make_transform
+from ipsecd.datapath.sa import Direction
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev2.events import (
     ChildSaDeleted,
@@ -84,7 +87,7 @@ class Driver:
         self.session: Session | None = None
         self.events: list[Event] = []
         self.make: Callable[[bytes, tuple[str, int]], Session] | None = None
-        self.esp_seen = 0
+        self.esp: list[bytes] = []  # ESP-in-UDP payloads that reached our NAT-T socket
 
     def _flush(self) -> None:
         assert self.session is not None
@@ -113,7 +116,8 @@ class Driver:
             for sock in ready:
                 data, addr = sock.recvfrom(65535)
                 if sock is self.natt and data[:4] != bytes(4):
-                    self.esp_seen += 1  # ESP in UDP or a NAT keepalive: not for IKE
+                    if len(data) > 8:
+                        self.esp.append(data)  # ESP in UDP (a NAT keepalive is one 0xFF byte)
                     continue
                 if self.session is None:
                     assert self.make is not None
@@ -244,6 +248,89 @@ def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, 
         if swanctl is not None:
             swanctl.terminate()
             swanctl.wait(timeout=10)
+        for s in socks:
+            s.close()
+        peer.close()
+
+
+def _checksum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\x00"
+    s = sum(int.from_bytes(b[i : i + 2], "big") for i in range(0, len(b), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    h = bytearray(
+        bytes([0x45, 0]) + (20 + len(payload)).to_bytes(2, "big") + bytes([0, 1, 0, 0, 64, proto, 0, 0])
+    )
+    h += ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
+    h[10:12] = _checksum(bytes(h)).to_bytes(2, "big")
+    return bytes(h) + payload
+
+
+def _echo_request(seq: int) -> bytes:
+    icmp = bytearray(bytes([8, 0, 0, 0, 0x12, 0x34]) + seq.to_bytes(2, "big") + b"ipsecd-ikev2-ping" * 2)
+    icmp[2:4] = _checksum(bytes(icmp)).to_bytes(2, "big")
+    return _ipv4("10.1.0.1", "10.2.0.1", 1, bytes(icmp))
+
+
+PING_CASES = [PROPOSALS[0], PROPOSALS[1], PROPOSALS[3]]
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("proposal", PING_CASES, ids=[p[0] for p in PING_CASES])
+def test_esp_ping_through_charon(proposal: tuple[str, str, str, str]) -> None:
+    """The child SA keys carry traffic: ESP built with ipsecd.datapath from the session's SAParams
+    goes through charon's kernel-libipsec tunnel to 10.2.0.1 and the echo replies come back."""
+    ike, esp, _, _ = proposal
+    peer = CharonV2Peer(ike_proposal=ike, esp_proposal=esp, psk=PSK, install_routes=True)
+    socks: list[socket.socket] = []
+    try:
+        socks += [peer.socket(5500), peer.socket(4501)]
+        drv = Driver(*socks)
+        drv.session = Session.initiate(
+            _config(ike, esp, False, rekey=False),
+            local=("127.0.0.2", 5500),
+            remote=("127.0.0.1", 500),
+            now=time.monotonic(),
+            rng=os.urandom,
+            dh=DefaultDhProvider(os.urandom),
+            local_natt_port=4501,
+        )
+        drv.run(lambda: drv.count(ChildSaEstablished) == 1, 10, "IKE_SA and CHILD_SA")
+        child = next(e for e in drv.events if isinstance(e, ChildSaEstablished))
+        out = make_transform(child.outbound, Direction.OUTBOUND, "python")
+        inb = make_transform(child.inbound, Direction.INBOUND, "python")
+        for seq in range(1, 4):
+            outer = out.protect([_echo_request(seq)])[0]
+            assert outer is not None
+            drv.natt.sendto(outer[28:], drv.session.remote)  # strip outer IPv4 + UDP: the socket adds them
+        drv.run(lambda: len(drv.esp) >= 3, 5, "three ESP replies")
+        replies = []
+        for data in drv.esp:
+            udp = (
+                (4500).to_bytes(2, "big")
+                + (4501).to_bytes(2, "big")
+                + (8 + len(data)).to_bytes(2, "big")
+                + bytes(2)
+            )
+            inner = inb.unprotect([_ipv4("127.0.0.1", "127.0.0.2", 17, udp + data)])[0]
+            assert inner is not None, inb.counters()
+            replies.append(inner)
+        assert all(
+            r[9] == 1 and r[12:16] == bytes([10, 2, 0, 1]) and r[20] == 0 for r in replies
+        )  # echo replies
+        assert sorted(int.from_bytes(r[26:28], "big") for r in replies) == [1, 2, 3]
+        sas = peer.list_sas()
+        assert re.search(rf"in  {child.outbound.spi:08x},\s+\d+ bytes,\s+3 packets", sas), sas
+        assert re.search(rf"out {child.inbound.spi:08x},\s+\d+ bytes,\s+3 packets", sas), sas
+    except BaseException:
+        print(peer.log_text()[-6000:])
+        raise
+    finally:
         for s in socks:
             s.close()
         peer.close()
