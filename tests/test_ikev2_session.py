@@ -341,3 +341,29 @@ def test_peer_deletes_child_and_ike() -> None:
     p.b.close()
     p.run()
     assert p.a.closed and isinstance(p.of("a", IkeSaDeleted)[0], IkeSaDeleted)
+
+
+def test_simultaneous_ike_rekey_is_refused_then_retried() -> None:
+    p = pair()
+    p.run()
+    p.a.rekey_ike()
+    p.b.rekey_ike()
+    p.a.poll(0.0)
+    p.b.poll(0.0)
+    p.run()
+    assert not p.of("a", IkeSaRekeyed) and p.a.established and p.b.established
+    p.tick(12.0)  # both retry after a random 2-10 s; one of them wins
+    assert len(p.of("a", IkeSaRekeyed)) >= 1 and p.a.spis == p.b.spis
+    assert p.a.old_sa is None and p.b.old_sa is None
+    _children_agree(p)
+
+
+def test_child_without_rekey_is_deleted_at_its_hard_lifetime() -> None:
+    p = pair(child_rekey_s=10.0, rekey_margin_s=5.0)
+    p.run()
+    for s in (p.a, p.b):
+        for c in s.children.values():
+            c.rekey_at = float("inf")  # as if every rekey attempt had been lost
+    p.tick(16.0)
+    assert not p.a.children and not p.b.children
+    assert p.of("a", ChildSaDeleted) and p.of("b", ChildSaDeleted)

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ipsecd.ikev2.session import Session
 
 NONCE_LEN = 32
+REKEY_IKE = "IKE SA rekey"
 
 
 def _one(msg: Message, cls: type, what: str) -> Payload:
@@ -374,6 +375,11 @@ class ChildExchanges:
         assert isinstance(sa_p, SaPayload) and isinstance(nonce, NoncePayload)
         ke = self._ke(msg)
         if sa_p.proposals[0].protocol_id == ProtocolId.IKE:
+            if s.sa.pending is not None and s.sa.pending.what == REKEY_IKE:
+                # Both ends rekey the IKE SA at once: refuse ours to the peer, both retry after a
+                # random delay (RFC 7296 section 2.25; the nonce rule of section 2.8.2 is not done).
+                s.respond_to(s.sa, msg.header, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
+                return
             self.r_rekey_ike(msg, sa_p, nonce.data, ke, now)
             return
         n = _notifies(msg)
@@ -441,7 +447,7 @@ class ChildExchanges:
             if child is None:
                 if rekey.state is ChildState.REKEYING:
                     rekey.state = ChildState.ACTIVE
-                    rekey.rekey_at = t + 10.0  # try again a little later
+                    rekey.rekey_at = t + self._backoff()  # try again a little later
                 if NotifyType.CHILD_SA_NOT_FOUND in n:
                     self._remove(rekey, "unknown to the peer")
                 return
@@ -458,6 +464,12 @@ class ChildExchanges:
             return
         if min(ours.nonces) < min(theirs.nonces):
             self.s.queue.append(lambda t: self.start_delete_child(ours.our_spi, t))
+
+    def _delete_task(self, spi: bytes) -> Callable[[float], None]:
+        return lambda t: self.start_delete_child(spi, t)
+
+    def _backoff(self) -> float:
+        return 2.0 + 8.0 * self.s.rng(1)[0] / 255
 
     def _rekey_task(self, spi: bytes) -> Callable[[float], None]:
         return lambda t: self.start_rekey_child(spi, t)
@@ -489,7 +501,7 @@ class ChildExchanges:
                     s.queue.appendleft(lambda t2: self.start_rekey_ike(t2, g))
                     return
             if _error(msg) is not None:
-                s.sa.rekey_at = t + 30.0  # RFC 7296 section 2.25: try again later
+                s.sa.rekey_at = t + self._backoff()  # RFC 7296 section 2.25: retry after a random delay
                 return
             sa_p, nonce, ke = _one(msg, SaPayload, "SA"), _one(msg, NoncePayload, "Nonce"), self._ke(msg)
             assert isinstance(sa_p, SaPayload) and isinstance(nonce, NoncePayload)
@@ -514,7 +526,7 @@ class ChildExchanges:
                 "Delete of the old IKE SA",
             )
 
-        s.request(s.sa, ExchangeType.CREATE_CHILD_SA, inner, done, now, "IKE SA rekey")
+        s.request(s.sa, ExchangeType.CREATE_CHILD_SA, inner, done, now, REKEY_IKE)
 
     def _switch_ike(self, new: IkeSa, choice: Choice, ni: bytes, nr: bytes, gir: bytes, now: float) -> None:
         """RFC 7296 section 2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) with the old PRF;
@@ -609,8 +621,12 @@ class ChildExchanges:
             if c.state is ChildState.ACTIVE and now >= c.rekey_at:
                 c.rekey_at = float("inf")
                 s.queue.append(self._rekey_task(c.our_spi))
-            elif c.state is not ChildState.ACTIVE and now >= c.expire_at:
-                self._remove(c, "expired")
+            elif now >= c.expire_at:
+                if c.state is ChildState.ACTIVE:  # its rekey never completed: the hard lifetime ends it
+                    c.expire_at = float("inf")
+                    s.queue.append(self._delete_task(c.our_spi))
+                elif c.state is not ChildState.DELETING:
+                    self._remove(c, "expired")
         cfg = s.config
         if (
             cfg.dpd_interval_s > 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.dh import DhError, DhProvider
 from ipsecd.ikev2 import message
-from ipsecd.ikev2.child import ChildSa
+from ipsecd.ikev2.child import ChildSa, ChildState
 from ipsecd.ikev2.constants import NON_ESP_MARKER, ExchangeType, Flag
 from ipsecd.ikev2.crypto import CryptoError, IkeKeys, SkSuite
 from ipsecd.ikev2.events import Counters, Event, FailurePoint, NegotiationFailed, PeerDead
@@ -263,10 +263,13 @@ class Session:
             times.append(self.started + self.config.half_open_timeout_s)
         else:
             times.append(self.sa.rekey_at)
-            if self.config.dpd_interval_s > 0:
+            if self.config.dpd_interval_s > 0 and self.sa.pending is None and not self.queue:
                 times.append(self.last_heard + self.config.dpd_interval_s)
             for c in self.children.values():
-                times.append(c.rekey_at if c.state.value == "active" else c.expire_at)
+                if c.state is ChildState.ACTIVE:
+                    times.append(min(c.rekey_at, c.expire_at))
+                elif c.state is ChildState.REKEYED:
+                    times.append(c.expire_at)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
