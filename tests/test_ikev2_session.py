@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from ikev2_certs import NOW, Issued, issue, make_ca
 
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.sa import Direction
 from ipsecd.ike.dh import DefaultDhProvider
+from ipsecd.ikev2.certauth import Credentials
 from ipsecd.ikev2.constants import NotifyType
 from ipsecd.ikev2.cookies import CookieGuard
 from ipsecd.ikev2.events import (
@@ -58,13 +61,23 @@ def config(
 
 
 class Pair:
-    def __init__(self, ca: SessionConfig, cb: SessionConfig, seed: int = 1) -> None:
+    def __init__(
+        self,
+        ca: SessionConfig,
+        cb: SessionConfig,
+        seed: int = 1,
+        wall_clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
         r = random.Random(seed)
         self.rng: Callable[[int], bytes] = r.randbytes
         self.dh = DefaultDhProvider(self.rng)
         self.now = 0.0
-        self.a = Session.initiate(ca, local=A, remote=B, now=0.0, rng=self.rng, dh=self.dh)
-        self.b = Session.respond(cb, local=B, remote=A, now=0.0, rng=self.rng, dh=self.dh)
+        self.a = Session.initiate(
+            ca, local=A, remote=B, now=0.0, rng=self.rng, dh=self.dh, wall_clock=wall_clock
+        )
+        self.b = Session.respond(
+            cb, local=B, remote=A, now=0.0, rng=self.rng, dh=self.dh, wall_clock=wall_clock
+        )
         self.ev: dict[str, list[Event]] = {"a": [], "b": []}
         self.wire: list[tuple[str, bytes]] = []  # every datagram, for tests that replay
 
@@ -367,3 +380,30 @@ def test_child_without_rekey_is_deleted_at_its_hard_lifetime() -> None:
     p.tick(16.0)
     assert not p.a.children and not p.b.children
     assert p.of("a", ChildSaDeleted) and p.of("b", ChildSaDeleted)
+
+
+@pytest.mark.parametrize(("kind", "ca_kind"), [("ecdsa", "ecdsa"), ("rsa", "ecdsa"), ("ecdsa", "rsa")])
+def test_certificate_authentication(kind: str, ca_kind: str) -> None:
+    ca = make_ca(ca_kind)
+    certs = {ip: issue(ca, ip, kind) for ip in (A[0], B[0])}
+
+    def creds(ip: str, trusted: Issued = ca) -> Credentials:
+        return Credentials.from_pem(certs[ip].key_pem(), certs[ip].cert_pem(), (trusted.cert_pem(),))
+
+    def run(ca_a: Issued = ca, a_remote: Identity | None = None) -> Pair:
+        p = Pair(
+            config(A[0], "10.1.0.0/24", "10.2.0.0/24", psk=b"", certs=creds(A[0], ca_a), remote_id=a_remote),
+            config(B[0], "10.2.0.0/24", "10.1.0.0/24", psk=b"", certs=creds(B[0])),
+            wall_clock=lambda: NOW,
+        )
+        p.run()
+        return p
+
+    p = run()
+    assert p.a.established and p.b.established and len(p.a.children) == 1
+    assert p.a.peer_id == Identity.address(B[0])
+    # A CA a does not trust, or a certificate that does not name the identity: no IKE SA.
+    for bad in (run(ca_a=make_ca(ca_kind, "another CA")), run(a_remote=Identity.address("192.0.2.99"))):
+        f = bad.of("a", NegotiationFailed)
+        assert not bad.a.established and isinstance(f[0], NegotiationFailed)
+        assert f[0].notify == NotifyType.AUTHENTICATION_FAILED and bad.a.counters.authentication_failures == 1

@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 
 from ipsecd.ike.dh import public_value_length
-from ipsecd.ikev2 import crypto, message
+from ipsecd.ikev2 import certauth, crypto, message
 from ipsecd.ikev2.child_exchanges import (
     NONCE_LEN,
     ChildExchanges,
@@ -27,6 +27,7 @@ from ipsecd.ikev2.child_exchanges import (
 )
 from ipsecd.ikev2.constants import (
     AuthMethod,
+    CertEncoding,
     ExchangeType,
     Flag,
     HashAlgorithm,
@@ -40,6 +41,8 @@ from ipsecd.ikev2.events import (
 from ipsecd.ikev2.message import Header, Message
 from ipsecd.ikev2.payloads import (
     AuthPayload,
+    CertPayload,
+    CertReqPayload,
     IdiPayload,
     IdrPayload,
     KePayload,
@@ -259,6 +262,8 @@ class Exchanges(ChildExchanges):
             NoncePayload(self.nr),
         ]
         out += self._nat_payloads(s.sa.spi_r) + self._init_extras()
+        if s.config.certs is not None:
+            out.append(CertReqPayload(CertEncoding.X509_SIGNATURE, s.config.certs.certreq()))
         self.init_response = message.encode(s.header(s.sa, ExchangeType.IKE_SA_INIT, 0, True), out)
         s.sa.last_response = (0, [self.init_response])
         s.sa.peer_mid = 1
@@ -275,16 +280,37 @@ class Exchanges(ChildExchanges):
             return crypto.psk_auth(s.sa.prf, s.config.psk, self.init_request, self.nr, k.sk_pi, id_body)
         return crypto.psk_auth(s.sa.prf, s.config.psk, self.init_response, self.ni, k.sk_pr, id_body)
 
+    def _octets(self, of_initiator: bool, id_body: bytes) -> bytes:
+        """InitiatorSignedOctets / ResponderSignedOctets (RFC 7296 section 2.15)."""
+        s = self.s
+        assert s.sa.keys is not None
+        k = s.sa.keys
+        if of_initiator:
+            return crypto.signed_octets(s.sa.prf, self.init_request, self.nr, k.sk_pi, id_body)
+        return crypto.signed_octets(s.sa.prf, self.init_response, self.ni, k.sk_pr, id_body)
+
+    def _own_certs(self) -> list[Payload]:
+        certs = self.s.config.certs
+        return [] if certs is None else [CertPayload(CertEncoding.X509_SIGNATURE, certs.cert)]
+
+    def _own_auth(self, of_initiator: bool, id_body: bytes) -> AuthPayload:
+        certs = self.s.config.certs
+        if certs is None:
+            return AuthPayload(AuthMethod.SHARED_KEY_MIC, self._auth(of_initiator, id_body))
+        return AuthPayload(AuthMethod.DIGITAL_SIGNATURE, certs.sign(self._octets(of_initiator, id_body)))
+
     def _send_auth(self, now: float) -> None:
         s = self.s
         cfg = s.config
         own = cfg.local_id
-        inner: list[Payload] = [IdiPayload(own)]
+        inner: list[Payload] = [IdiPayload(own), *self._own_certs()]
+        if cfg.certs is not None:
+            inner.append(CertReqPayload(CertEncoding.X509_SIGNATURE, cfg.certs.certreq()))
         if cfg.initial_contact:
             inner.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
         if cfg.remote_id is not None:
             inner.append(IdrPayload(cfg.remote_id))
-        inner.append(AuthPayload(AuthMethod.SHARED_KEY_MIC, self._auth(True, own.body())))
+        inner.append(self._own_auth(True, own.body()))
         inner += self._child_request(self._new_child_spi(), None)
         inner += [TsiPayload(cfg.local_ts), TsrPayload(cfg.remote_ts)]
         s.request(s.sa, ExchangeType.IKE_AUTH, inner, self.i_auth_response, now, "IKE_AUTH")
@@ -293,12 +319,25 @@ class Exchanges(ChildExchanges):
         s = self.s
         ident, auth = _one(msg, id_cls, "ID"), _one(msg, AuthPayload, "AUTH")
         assert isinstance(ident, IdiPayload | IdrPayload) and isinstance(auth, AuthPayload)
-        if auth.method != AuthMethod.SHARED_KEY_MIC:
-            return False
         body = msg.raw[msg.payloads.index(ident)][4:]
-        if not hmac.compare_digest(self._auth(of_initiator, body), auth.data):
-            return False
         if s.config.remote_id is not None and ident.identity != s.config.remote_id:
+            return False
+        if s.config.certs is not None:
+            if auth.method != AuthMethod.DIGITAL_SIGNATURE or s.wall_clock is None:
+                return False
+            certs = [p for p in msg.find(CertPayload) if isinstance(p, CertPayload)]
+            if not certs or certs[0].encoding != CertEncoding.X509_SIGNATURE:
+                return False
+            try:
+                cert = certauth.verify_certificate(certs[0].data, s.config.certs.trusted, s.wall_clock())
+                if not certauth.identity_matches(cert, ident.identity):
+                    return False
+                certauth.verify_signature(cert, auth.data, self._octets(of_initiator, body))
+            except (certauth.CertError, ValueError):
+                return False
+        elif auth.method != AuthMethod.SHARED_KEY_MIC or not hmac.compare_digest(
+            self._auth(of_initiator, body), auth.data
+        ):
             return False
         s.peer_id = ident.identity
         return True
@@ -362,7 +401,8 @@ class Exchanges(ChildExchanges):
         own = s.config.local_id
         head: list[Payload] = [
             IdrPayload(own),
-            AuthPayload(AuthMethod.SHARED_KEY_MIC, self._auth(False, own.body())),
+            *self._own_certs(),
+            self._own_auth(False, own.body()),
         ]
         n = _notifies(msg)
         self._established(now)

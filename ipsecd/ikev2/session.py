@@ -12,6 +12,7 @@ its keys change anything. The exchanges themselves are in ``ipsecd.ikev2.exchang
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.dh import DhError, DhProvider
 from ipsecd.ikev2 import message
+from ipsecd.ikev2.certauth import Credentials
 from ipsecd.ikev2.child import ChildSa, ChildState
 from ipsecd.ikev2.constants import NON_ESP_MARKER, ExchangeType, Flag
 from ipsecd.ikev2.crypto import CryptoError, IkeKeys, SkSuite
@@ -56,12 +58,13 @@ class SessionConfig:
     initial_contact: bool = True
     fragment_size: int = 1280  # RFC 7383: fragment protected messages above this when possible
     remote_natt_port: int = 4500
+    certs: Credentials | None = None  # certificate authentication (RFC 7427) instead of the PSK
 
     def __post_init__(self) -> None:
         if not self.ike or not self.esp:
             raise ValueError("a session needs IKE and ESP proposals")
-        if not self.psk:
-            raise ValueError("a pre-shared key is required")
+        if not self.psk and self.certs is None:
+            raise ValueError("a pre-shared key or certificate credentials are required")
         if not self.local_ts or not self.remote_ts:
             raise ValueError("traffic selectors are required")
         if self.retransmit_tries < 1 or self.retransmit_timeout_s <= 0:
@@ -143,8 +146,12 @@ class Session:
         rng: Rng,
         dh: DhProvider,
         local_natt_port: int = 4500,
+        wall_clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         self.config = config
+        self.wall_clock = wall_clock  # certificate validity; required with certificate credentials
+        if config.certs is not None and wall_clock is None:
+            raise ValueError("certificate authentication needs a wall clock")
         self.rng = rng
         self.dh = dh
         self.local = local
@@ -182,6 +189,7 @@ class Session:
         rng: Rng,
         dh: DhProvider,
         local_natt_port: int = 4500,
+        wall_clock: Callable[[], datetime.datetime] | None = None,
     ) -> Session:
         s = cls(
             config,
@@ -192,6 +200,7 @@ class Session:
             rng=rng,
             dh=dh,
             local_natt_port=local_natt_port,
+            wall_clock=wall_clock,
         )
         s.x.start_init(now)
         return s
@@ -207,6 +216,7 @@ class Session:
         rng: Rng,
         dh: DhProvider,
         local_natt_port: int = 4500,
+        wall_clock: Callable[[], datetime.datetime] | None = None,
     ) -> Session:
         """A responder waiting for its first IKE_SA_INIT request (give it to ``receive_datagram``)."""
         return cls(
@@ -218,6 +228,7 @@ class Session:
             rng=rng,
             dh=dh,
             local_natt_port=local_natt_port,
+            wall_clock=wall_clock,
         )
 
     # ------------------------------------------------------------------ the sans-I/O API
