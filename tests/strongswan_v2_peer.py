@@ -30,8 +30,12 @@ class CharonV2Peer(CharonV1Peer):
         child_rekey: int = 0,
         ike_rekey: int = 0,
         install_routes: bool = False,
+        pki: dict[str, bytes] | None = None,
     ) -> None:
+        """``pki``: files for the swanctl directory (``x509ca/ca.pem``, ``x509/charon.pem``,
+        ``private/charon.key``); with it both ends authenticate with certificates."""
         self._install_routes = install_routes
+        self._pki = pki
         self._child_rekey = child_rekey
         self._ike_rekey = ike_rekey
         super().__init__(
@@ -41,12 +45,18 @@ class CharonV2Peer(CharonV1Peer):
     def _start(self, ike_proposal: str, esp_proposal: str, psk: str, pfs: bool) -> None:
         d = self.dir
         (d / "run").mkdir()
-        (d / "swanctl").mkdir()
+        (d / "swanctl").mkdir(exist_ok=True)
         vici = f"unix://{d}/charon.vici"
         natt = 4500 if self.charon_port == 500 else self.charon_port + 1
+        plugins = PLUGINS + (" x509 pem pkcs1 pkcs8 pubkey revocation constraints" if self._pki else "")
+        auth = "pubkey" if self._pki else "psk"
+        certs = "\n      certs = charon.pem" if self._pki else ""
+        for rel, content in (self._pki or {}).items():
+            (d / "swanctl" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / "swanctl" / rel).write_bytes(content)
         (d / "strongswan.conf").write_text(
             f"""charon {{
-  load = {PLUGINS}
+  load = {plugins}
   port = {self.charon_port}
   port_nat_t = {natt}
   install_routes = {"yes" if self._install_routes else "no"}
@@ -75,9 +85,9 @@ swanctl {{ socket = {vici} }}
     mobike = no
     fragmentation = yes
     rekey_time = {self._ike_rekey}s
-    local {{ auth = psk
-      id = 127.0.0.1 }}
-    remote {{ auth = psk
+    local {{ auth = {auth}
+      id = 127.0.0.1{certs} }}
+    remote {{ auth = {auth}
       id = 127.0.0.2 }}
     children {{ c {{ local_ts = {CHARON_TS}
       remote_ts = {OUR_TS}

@@ -8,6 +8,7 @@ charon's side (``swanctl --rekey``), then deletes the IKE SA. Root only.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 import re
@@ -15,14 +16,17 @@ import select
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
+from ikev2_certs import issue, make_ca
 from strongswan_peer import available
 from strongswan_v2_peer import CHARON_TS, OUR_TS, CharonV2Peer
 
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.sa import Direction
 from ipsecd.ike.dh import DefaultDhProvider
+from ipsecd.ikev2.certauth import Credentials
 from ipsecd.ikev2.events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -331,6 +335,76 @@ def test_esp_ping_through_charon(proposal: tuple[str, str, str, str]) -> None:
         print(peer.log_text()[-6000:])
         raise
     finally:
+        for s in socks:
+            s.close()
+        peer.close()
+
+
+CERT_CASES = [("initiator", "ecdsa"), ("responder", "ecdsa"), ("initiator", "rsa"), ("responder", "rsa")]
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize(("role", "kind"), CERT_CASES, ids=[f"{r}-{k}" for r, k in CERT_CASES])
+def test_certificate_authentication_with_charon(role: str, kind: str) -> None:
+    """Both ends authenticate with X.509 certificates from one test CA (RFC 7427 signatures)."""
+    ca = make_ca(kind)
+    ours, theirs = issue(ca, "127.0.0.2", kind), issue(ca, "127.0.0.1", kind)
+    pki = {
+        "x509ca/ca.pem": ca.cert_pem(),
+        "x509/charon.pem": theirs.cert_pem(),
+        "private/charon.key": theirs.key_pem(),
+    }
+    ike, esp = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
+    ours_initiate = role == "initiator"
+    peer = CharonV2Peer(
+        ike_proposal=ike, esp_proposal=esp, psk=PSK, charon_port=500 if ours_initiate else 5500, pki=pki
+    )
+    cfg = replace(
+        _config(ike, esp, False, rekey=False),
+        psk=b"",
+        certs=Credentials.from_pem(ours.key_pem(), ours.cert_pem(), (ca.cert_pem(),)),
+    )
+    socks: list[socket.socket] = []
+    swanctl = None
+    kw = {
+        "rng": os.urandom,
+        "dh": DefaultDhProvider(os.urandom),
+        "wall_clock": lambda: datetime.datetime.now(datetime.UTC),
+    }
+    try:
+        if ours_initiate:
+            socks += [peer.socket(5500), peer.socket(4501)]
+            drv = Driver(*socks)
+            drv.session = Session.initiate(
+                cfg,
+                local=("127.0.0.2", 5500),
+                remote=("127.0.0.1", 500),
+                now=time.monotonic(),
+                local_natt_port=4501,
+                **kw,
+            )
+        else:
+            socks += [peer.socket(500), peer.socket(4500)]
+            drv = Driver(*socks)
+            drv.make = lambda data, addr: Session.respond(
+                cfg, local=("127.0.0.2", 500), remote=addr, now=time.monotonic(), **kw
+            )
+            swanctl = peer.initiate()
+        drv.run(lambda: drv.count(ChildSaEstablished) == 1, 10, "IKE_SA and CHILD_SA with certificates")
+        assert drv.session is not None and drv.session.peer_id == Identity.address("127.0.0.1")
+        want = "ECDSA_WITH_SHA256_DER" if kind == "ecdsa" else "RSA_EMSA_PKCS1_SHA2_256"
+        assert peer.wait_log(f"authentication of '127.0.0.2' with {want} successful", 5.0)
+        sas = peer.list_sas()
+        assert re.search(r"^v2: #\d+, ESTABLISHED, IKEv2", sas, re.MULTILINE) and peer.installed_children(), (
+            sas
+        )
+    except BaseException:
+        print(peer.log_text()[-8000:])
+        raise
+    finally:
+        if swanctl is not None:
+            swanctl.terminate()
+            swanctl.wait(timeout=10)
         for s in socks:
             s.close()
         peer.close()
