@@ -11,14 +11,21 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ikev2_strategies import messages
+from ikev2_strategies import messages, payloads
 
 from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev2 import crypto, message
-from ipsecd.ikev2.constants import EncrId, ExchangeType, IntegId, NotifyType
+from ipsecd.ikev2.constants import EncrId, ExchangeType, IntegId, NotifyType, ProtocolId
 from ipsecd.ikev2.message import Header
-from ipsecd.ikev2.payloads import Identity, NotifyPayload, TrafficSelector
+from ipsecd.ikev2.payloads import (
+    DeletePayload,
+    Identity,
+    NoncePayload,
+    NotifyPayload,
+    Payload,
+    TrafficSelector,
+)
 from ipsecd.ikev2.proposals import parse_esp, parse_ike
 from ipsecd.ikev2.session import Session, SessionConfig
 
@@ -98,7 +105,17 @@ def test_random_bytes(data: bytes) -> None:
             message.decode(d)
 
 
+def _established_pair() -> tuple[Session, Session]:
+    a, b, _ = _established_full()
+    return a, b
+
+
 def _established() -> tuple[Session, list[bytes]]:
+    a, _, from_b = _established_full()
+    return a, from_b
+
+
+def _established_full() -> tuple[Session, Session, list[bytes]]:
     r = random.Random(3)
     dh = DefaultDhProvider(r.randbytes)
 
@@ -136,8 +153,8 @@ def _established() -> tuple[Session, list[bytes]]:
         for d, _ in b.datagrams_to_send(0):
             from_b.append(d)
             a.receive_datagram(d, ("192.0.2.2", 500), 0)
-    assert a.established
-    return a, from_b
+    assert a.established and b.established
+    return a, b, from_b
 
 
 SESSION, FROM_B = _established()
@@ -153,3 +170,35 @@ def test_session_ignores_mutated_datagrams(data: bytes) -> None:
         pass
     assert SESSION.established and SESSION.sa.keys == keys and SESSION.children == children
     assert (SESSION.sa.next_mid, SESSION.sa.peer_mid) == mids
+
+
+@st.composite
+def odd_requests(draw: st.DrawFn) -> tuple[int, list[Payload]]:
+    """Well-formed, authenticated requests with arbitrary payload combinations."""
+    exchange = draw(
+        st.sampled_from([ExchangeType.CREATE_CHILD_SA, ExchangeType.INFORMATIONAL, ExchangeType.IKE_AUTH, 99])
+    )
+    body = draw(st.lists(payloads, max_size=5))
+    if draw(st.booleans()):
+        body.append(NoncePayload(bytes(32)))
+    return exchange, body
+
+
+@settings(max_examples=max(60, EXAMPLES // 2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(odd_requests())
+def test_established_responder_survives_odd_authenticated_requests(req: tuple[int, list[Payload]]) -> None:
+    """Requests that authenticate but make no sense: the responder answers or drops, never raises,
+    and its IKE SA stays (unless it was asked to delete it)."""
+    a, b = _established_pair()
+    exchange, body = req
+    a.request(a.sa, exchange, body, lambda m, t: None, 1.0)
+    for d, _ in a.datagrams_to_send(1.0):
+        b.receive_datagram(d, ("192.0.2.1", 500), 1.0)
+    out = b.datagrams_to_send(1.0)
+    deletes_ike = any(isinstance(p, DeletePayload) and p.protocol_id == ProtocolId.IKE for p in body)
+    if exchange == ExchangeType.INFORMATIONAL and not deletes_ike:
+        assert b.established
+    assert len(out) <= 1
+    if out and not deletes_ike:
+        a.receive_datagram(out[0][0], ("192.0.2.2", 500), 1.0)
+        assert a.established

@@ -194,8 +194,8 @@ def choose_child(
     """The first received ESP proposal matching one of ours; ``pfs_group``: the group of the
     request's KE payload (None: no KE, so no DH transform may be chosen)."""
     for prop in received.proposals:
-        if prop.protocol_id != ProtocolId.ESP or len(prop.spi) != 4:
-            continue
+        if prop.protocol_id != ProtocolId.ESP or len(prop.spi) != 4 or int.from_bytes(prop.spi, "big") < 256:
+            continue  # RFC 4303 section 2.1: SPIs 1-255 are reserved, 0 is not sent
         for a in ours:
             groups = [pfs_group] if pfs_group is not None else []
             got = _pick(prop, a.suite, None, groups, pfs_group is not None, a.esn)
@@ -228,6 +228,8 @@ def check_response(offer: SaPayload, answer: SaPayload) -> Choice:
         raise ProposalError("responder returned a transform we did not offer")
     if set(types) != {t.type for t in mine.transforms}:
         raise ProposalError("responder left out a transform type")
+    if got.protocol_id == ProtocolId.ESP and (len(got.spi) != 4 or int.from_bytes(got.spi, "big") < 256):
+        raise ProposalError("responder's ESP SPI is reserved or of the wrong size")
     encr = got.of_type(TransformType.ENCR)[0]
     integ = got.of_type(TransformType.INTEG)
     suite = _suite_of(encr, integ[0] if integ else None)

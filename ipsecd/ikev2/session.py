@@ -18,17 +18,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ipsecd.ike.buffers import CodecError
-from ipsecd.ike.dh import DhError, DhProvider
+from ipsecd.ike.dh import DhProvider
 from ipsecd.ikev2 import message
 from ipsecd.ikev2.certauth import Credentials
 from ipsecd.ikev2.child import ChildSa, ChildState
 from ipsecd.ikev2.constants import NON_ESP_MARKER, ExchangeType, Flag
-from ipsecd.ikev2.crypto import CryptoError, IkeKeys, SkSuite
+from ipsecd.ikev2.crypto import IkeKeys, SkSuite
 from ipsecd.ikev2.events import Counters, Event, FailurePoint, NegotiationFailed, PeerDead
 from ipsecd.ikev2.message import Header, Message, Reassembler
 from ipsecd.ikev2.payloads import EncryptedFragmentPayload, Identity, Payload, TrafficSelector
-from ipsecd.ikev2.proposals import ChildAlgorithms, IkeAlgorithms, ProposalError
+from ipsecd.ikev2.proposals import ChildAlgorithms, IkeAlgorithms
 
 Addr = tuple[str, int]
 Rng = Callable[[int], bytes]
@@ -253,7 +252,7 @@ class Session:
             return
         try:
             self._receive(data, addr, now)
-        except (CodecError, CryptoError, DhError, ProposalError, Drop) as e:
+        except (ValueError, Drop) as e:  # CodecError, CryptoError, DhError, ProposalError, CertError
             self.counters.invalid_packets += 1
             self.last_drop = f"{type(e).__name__}: {e}"
         self._pump(now)
