@@ -407,3 +407,62 @@ def test_certificate_authentication(kind: str, ca_kind: str) -> None:
         f = bad.of("a", NegotiationFailed)
         assert not bad.a.established and isinstance(f[0], NegotiationFailed)
         assert f[0].notify == NotifyType.AUTHENTICATION_FAILED and bad.a.counters.authentication_failures == 1
+
+
+def test_initiator_reports_a_bad_responder_auth() -> None:
+    p = pair()
+    good = p.b.x._auth
+
+    def wrong(of_initiator: bool, body: bytes) -> bytes:
+        out = good(of_initiator, body)
+        return out if of_initiator else bytes(len(out))  # b signs with a wrong key
+
+    p.b.x._auth = wrong  # type: ignore[method-assign]
+    p.run()
+    f = p.of("a", NegotiationFailed)
+    assert isinstance(f[0], NegotiationFailed) and f[0].failure_point is FailurePoint.PEER
+    assert p.a.closed and p.a.counters.authentication_failures == 1
+    # b got the INFORMATIONAL with AUTHENTICATION_FAILED (authenticated under the IKE SA keys).
+    assert p.b.counters.datagrams_received == 3 and p.b.counters.invalid_packets == 0
+
+
+def test_policy_model_methods_map_to_ikev2() -> None:
+    from ipsecd.ikev2.constants import EncrId, IntegId, PrfId
+    from ipsecd.ikev2.proposals import ProposalError, child_from_qm, ike_from_mm
+    from ipsecd.policy.model import EspEncryption, Integrity, MmEncryption, MmSecMethod, QmSecMethod
+
+    ike = ike_from_mm(MmSecMethod(MmEncryption.AES256, Integrity.SHA256, 14))
+    assert (ike.suite.encr, ike.suite.key_bits, ike.suite.integ, ike.prf, ike.groups) == (
+        EncrId.ENCR_AES_CBC,
+        256,
+        IntegId.AUTH_HMAC_SHA2_256_128,
+        PrfId.PRF_HMAC_SHA2_256,
+        (14,),
+    )
+    gcm = child_from_qm(QmSecMethod(esp_enc=EspEncryption.AESGCM128), pfs_groups=(31,))
+    assert (gcm.suite.encr, gcm.suite.key_bits, gcm.suite.integ, gcm.groups) == (
+        EncrId.ENCR_AES_GCM_16,
+        128,
+        0,
+        (31,),
+    )
+    cbc = child_from_qm(QmSecMethod(esp_enc=EspEncryption.AES128, esp_auth=Integrity.SHA1))
+    assert cbc.suite.integ == IntegId.AUTH_HMAC_SHA1_96
+    for bad in (
+        lambda: ike_from_mm(MmSecMethod(MmEncryption.DES3, Integrity.SHA1, 14)),
+        lambda: ike_from_mm(MmSecMethod(MmEncryption.AES128, Integrity.MD5, 14)),
+        lambda: child_from_qm(QmSecMethod(ah=Integrity.SHA1)),
+        lambda: child_from_qm(QmSecMethod(esp_enc=EspEncryption.NONE, esp_auth=Integrity.SHA1)),
+    ):
+        with pytest.raises(ProposalError):
+            bad()
+    # The policy's methods negotiate end to end.
+    p = Pair(
+        replace(config(A[0], "10.1.0.0/24", "10.2.0.0/24"), ike=(ike,), esp=(cbc, gcm)),
+        replace(config(B[0], "10.2.0.0/24", "10.1.0.0/24"), ike=(ike,), esp=(gcm,)),
+    )
+    p.run()
+    c = p.of("a", ChildSaEstablished)
+    assert (
+        p.a.established and isinstance(c[0], ChildSaEstablished) and c[0].algorithms == "ENCR_AES_GCM_16-128"
+    )

@@ -376,6 +376,14 @@ class Exchanges(ChildExchanges):
             return
         if not self._verify_peer(msg, IdrPayload, of_initiator=False):
             s.counters.authentication_failures += 1
+            # RFC 7296 section 2.21.2: tell the responder, in an INFORMATIONAL request (sent once).
+            s.request(
+                s.sa,
+                ExchangeType.INFORMATIONAL,
+                [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)],
+                lambda m, t: None,
+                now,
+            )
             s.fail(
                 "responder's AUTH does not verify",
                 FailurePoint.PEER,
