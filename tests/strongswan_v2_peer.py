@@ -131,6 +131,15 @@ secrets {{ ike-1 {{ id-1 = 127.0.0.1
             raise RuntimeError(f"swanctl {' '.join(args)} failed: {r.stdout}{r.stderr}")
         return r.stdout
 
+    def swanctl_background(self, *args: str) -> subprocess.Popen[bytes]:
+        """A swanctl command that waits for an exchange with us (the caller keeps driving, then waits)."""
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "swanctl", *args],
+            env=self._env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
     def initiate(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "swanctl", "--initiate", "--child", "c", "--timeout", "20"],

@@ -241,6 +241,25 @@ def test_session_against_charon(proposal: tuple[str, str, str, str], role: str, 
         assert f"{last.inbound.spi:08x}" in sas and f"{last.outbound.spi:08x}" in sas, sas
         assert drv.session.counters.invalid_packets == 0, drv.session.last_drop
 
+        # A second child from our side (CREATE_CHILD_SA without REKEY_SA), then charon deletes it.
+        n_est, n_del = drv.count(ChildSaEstablished), drv.count(ChildSaDeleted)
+        drv.session.create_child()
+        drv.run(lambda: drv.count(ChildSaEstablished) > n_est, 5, "a second child")
+        drv.run(lambda: len(peer.installed_children()) == 2, 5, "charon's second child")
+        second = [e for e in drv.events if isinstance(e, ChildSaEstablished)][-1]
+        # charon's "in" SPI of a child is our outbound SPI.
+        ids = re.findall(
+            r"c: #(\d+), reqid \d+, INSTALLED[^\n]*\n[^\n]*\n\s+in\s+([0-9a-f]{8}),", peer.list_sas()
+        )
+        child_id = next((i for i, spi in ids if int(spi, 16) == second.outbound.spi), None)
+        assert child_id is not None, peer.list_sas()
+        term = peer.swanctl_background("--terminate", "--child-id", child_id, "--timeout", "5")
+        try:
+            drv.run(lambda: drv.count(ChildSaDeleted) > n_del, 5, "charon's child delete")
+        finally:
+            assert term.wait(timeout=10) == 0
+        assert {c.spi for c in drv.session.children.values()} == {last.inbound.spi}
+
         # We delete the IKE SA; charon has nothing left.
         drv.session.close()
         drv.run(lambda: drv.count(IkeSaDeleted) == 1, 5, "IKE SA deleted")
