@@ -466,3 +466,35 @@ def test_policy_model_methods_map_to_ikev2() -> None:
     assert (
         p.a.established and isinstance(c[0], ChildSaEstablished) and c[0].algorithms == "ENCR_AES_GCM_16-128"
     )
+
+
+def test_ipv6_endpoints_and_selectors() -> None:
+    a6, b6 = ("2001:db8::1", 500), ("2001:db8::2", 500)
+    r = random.Random(5)
+    dh = DefaultDhProvider(r.randbytes)
+    a = Session.initiate(
+        config(a6[0], "2001:db8:1::/64", "2001:db8:2::/64"),
+        local=a6,
+        remote=b6,
+        now=0,
+        rng=r.randbytes,
+        dh=dh,
+    )
+    b = Session.respond(
+        config(b6[0], "2001:db8:2::/64", "2001:db8:1::/64"),
+        local=b6,
+        remote=a6,
+        now=0,
+        rng=r.randbytes,
+        dh=dh,
+    )
+    for _ in range(3):
+        for d, _addr in a.datagrams_to_send(0):
+            b.receive_datagram(d, a6, 0)
+        for d, _addr in b.datagrams_to_send(0):
+            a.receive_datagram(d, b6, 0)
+    assert a.established and b.established
+    c = next(iter(a.children.values()))
+    assert c.outbound.tunnel is not None and str(c.outbound.tunnel.dst) == "2001:db8::2"
+    assert str(c.outbound.selectors[0].dst) == "2001:db8:2::/64"
+    assert b.peer_id == Identity.address("2001:db8::1")
