@@ -278,7 +278,7 @@ class Session:
             for c in self.children.values():
                 if c.state is ChildState.ACTIVE:
                     times.append(min(c.rekey_at, c.expire_at))
-                elif c.state is ChildState.REKEYED:
+                elif c.state is not ChildState.DELETING:
                     times.append(c.expire_at)
         return min(times) if times else None
 
