@@ -102,7 +102,9 @@ class Exchanges(ChildExchanges):
             return
         peer = crypto.nat_detection_hash(h.spi_i, h.spi_r, ipaddress.ip_address(addr[0]).packed, addr[1])
         me = crypto.nat_detection_hash(h.spi_i, h.spi_r, ipaddress.ip_address(s.local[0]).packed, s.local[1])
-        s.nat_detected = s.config.force_encap or peer not in srcs or (bool(dsts) and me not in dsts)
+        s.peer_behind_nat = peer not in srcs
+        s.behind_nat = bool(dsts) and me not in dsts
+        s.nat_detected = s.config.force_encap or s.peer_behind_nat or s.behind_nat
 
     def _init_extras(self) -> list[Payload]:
         return [

@@ -157,7 +157,9 @@ class Session:
         self.remote = remote
         self.local_natt_port = local_natt_port
         self.natt = False  # IKE moved to port 4500 with the non-ESP marker
-        self.nat_detected = False
+        self.nat_detected = False  # UDP encapsulation for the children (a NAT seen, or forced)
+        self.behind_nat = False  # the peer's NAT_DETECTION_DESTINATION_IP did not match our address
+        self.peer_behind_nat = False  # its NAT_DETECTION_SOURCE_IP did not match where it came from
         self.state = State.INIT
         self.counters = Counters()
         self.children: dict[bytes, ChildSa] = {}  # by our inbound SPI
