@@ -200,6 +200,25 @@ def payload_body(payload: Payload) -> bytes:
     return encode_chain([payload])[1][GENERIC_HEADER_LEN:]
 
 
+# Encrypted and Authenticated payload, RFC 7296 section 3.14 (RFC 5282 section 3 for the AEADs,
+# whose IV is 8 bytes and whose ICV is the AEAD tag; the associated data is the message from the IKE
+# header through the SK generic header):
+#                      1                   2                   3
+#  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+# +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+# | Next Payload  |C|  RESERVED   |         Payload Length        |
+# +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+# |                     Initialization Vector                     |
+# |         (length is block size for encryption algorithm)       |
+# +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+# ~                    Encrypted IKE Payloads                     ~
+# +               +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+# |               |             Padding (0-255 octets)            |
+# +-+-+-+-+-+-+-+-+                               +-+-+-+-+-+-+-+-+
+# |                                               |  Pad Length   |
+# +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+# ~                    Integrity Checksum Data                    ~
+# +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 def _pad(suite: SkSuite, inner: bytes) -> bytes:
     # RFC 7296 section 3.14: padding so the plaintext fills whole blocks, then the Pad Length byte.
     n = (-(len(inner) + 1)) % suite.block
