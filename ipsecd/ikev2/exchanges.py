@@ -441,5 +441,8 @@ class Exchanges(ChildExchanges):
             self.r_informational(sa, msg, now)
         elif h.exchange_type == ExchangeType.CREATE_CHILD_SA and sa is s.sa:
             self.r_create_child_sa(msg, now)
+        elif h.exchange_type == ExchangeType.CREATE_CHILD_SA:
+            # On an IKE SA that was just rekeyed: the peer retries on the new one (section 2.25).
+            s.respond_to(sa, h, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
         else:
             s.respond_to(sa, h, [NotifyPayload(NotifyType.INVALID_SYNTAX)])
