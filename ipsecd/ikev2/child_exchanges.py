@@ -31,6 +31,7 @@ from ipsecd.ikev2.events import (
     ChildSaDeleted,
     ChildSaEstablished,
     ChildSaFailed,
+    ChildSaRekeyed,
     FailurePoint,
     IkeSaDeleted,
     IkeSaRekeyed,
@@ -211,8 +212,6 @@ class ChildExchanges:
                 )
             )
             return
-        from ipsecd.ikev2.events import ChildSaRekeyed
-
         s.counters.rekeys += 1
         rekeyed.state = ChildState.REKEYED
         rekeyed.expire_at = min(rekeyed.expire_at, child.created + s.config.rekey_margin_s)

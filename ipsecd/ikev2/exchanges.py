@@ -59,7 +59,7 @@ from ipsecd.ikev2.proposals import (
     choose_ike,
     ike_sa_payload,
 )
-from ipsecd.ikev2.session import Addr, Drop, IkeSa, State
+from ipsecd.ikev2.session import Addr, Drop, IkeSa, Pending, State
 
 MAX_INIT_RETRIES = 3  # COOKIE and INVALID_KE_PAYLOAD round trips before giving up
 _SIG_HASHES = b"".join(
@@ -125,8 +125,6 @@ class Exchanges(ChildExchanges):
         payloads += [self.offer, KePayload(group, self.dh.public_value()), NoncePayload(self.ni)]
         payloads += self._nat_payloads(bytes(8)) + self._init_extras()
         self.init_request = message.encode(s.header(s.sa, ExchangeType.IKE_SA_INIT, 0, False), payloads)
-        from ipsecd.ikev2.session import Pending
-
         s.sa.pending = Pending(
             0, ExchangeType.IKE_SA_INIT, [self.init_request], lambda m, t: None, now, what="IKE_SA_INIT"
         )
