@@ -31,11 +31,13 @@ class CharonV2Peer(CharonV1Peer):
         ike_rekey: int = 0,
         install_routes: bool = False,
         pki: dict[str, bytes] | None = None,
+        rfc7427: bool = True,
     ) -> None:
         """``pki``: files for the swanctl directory (``x509ca/ca.pem``, ``x509/charon.pem``,
         ``private/charon.key``); with it both ends authenticate with certificates."""
         self._install_routes = install_routes
         self._pki = pki
+        self._rfc7427 = rfc7427
         self._child_rekey = child_rekey
         self._ike_rekey = ike_rekey
         super().__init__(
@@ -61,6 +63,7 @@ class CharonV2Peer(CharonV1Peer):
   port_nat_t = {natt}
   install_routes = {"yes" if self._install_routes else "no"}
   retransmit_tries = 2
+  signature_authentication = {"yes" if self._rfc7427 else "no"}
   retransmit_timeout = 1.0
   plugins {{ vici {{ socket = {vici} }} }}
   filelog {{ log {{ path = {self.log}

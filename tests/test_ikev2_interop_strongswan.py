@@ -361,12 +361,23 @@ def test_esp_ping_through_charon(proposal: tuple[str, str, str, str]) -> None:
         peer.close()
 
 
-CERT_CASES = [("initiator", "ecdsa"), ("responder", "ecdsa"), ("initiator", "rsa"), ("responder", "rsa")]
+CERT_CASES = [
+    ("initiator", "ecdsa", True),
+    ("responder", "ecdsa", True),
+    ("initiator", "rsa", True),
+    ("responder", "rsa", True),
+    ("initiator", "ecdsa", False),  # charon without RFC 7427: methods 9 (RFC 4754) and 1
+    ("responder", "rsa", False),
+]
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
-@pytest.mark.parametrize(("role", "kind"), CERT_CASES, ids=[f"{r}-{k}" for r, k in CERT_CASES])
-def test_certificate_authentication_with_charon(role: str, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("role", "kind", "rfc7427"),
+    CERT_CASES,
+    ids=[f"{r}-{k}-{'rfc7427' if x else 'classic'}" for r, k, x in CERT_CASES],
+)
+def test_certificate_authentication_with_charon(role: str, kind: str, rfc7427: bool) -> None:
     """Both ends authenticate with X.509 certificates from one test CA (RFC 7427 signatures)."""
     ca = make_ca(kind)
     ours, theirs = issue(ca, "127.0.0.2", kind), issue(ca, "127.0.0.1", kind)
@@ -378,7 +389,12 @@ def test_certificate_authentication_with_charon(role: str, kind: str) -> None:
     ike, esp = "aes128gcm16-prfsha256-x25519", "aes128gcm16"
     ours_initiate = role == "initiator"
     peer = CharonV2Peer(
-        ike_proposal=ike, esp_proposal=esp, psk=PSK, charon_port=500 if ours_initiate else 5500, pki=pki
+        ike_proposal=ike,
+        esp_proposal=esp,
+        psk=PSK,
+        charon_port=500 if ours_initiate else 5500,
+        pki=pki,
+        rfc7427=rfc7427,
     )
     cfg = replace(
         _config(ike, esp, False, rekey=False),
@@ -413,7 +429,13 @@ def test_certificate_authentication_with_charon(role: str, kind: str) -> None:
             swanctl = peer.initiate()
         drv.run(lambda: drv.count(ChildSaEstablished) == 1, 10, "IKE_SA and CHILD_SA with certificates")
         assert drv.session is not None and drv.session.peer_id == Identity.address("127.0.0.1")
-        want = "ECDSA_WITH_SHA256_DER" if kind == "ecdsa" else "RSA_EMSA_PKCS1_SHA2_256"
+        want = {
+            ("ecdsa", True): "ECDSA_WITH_SHA256_DER",
+            ("rsa", True): "RSA_EMSA_PKCS1_SHA2_256",
+            ("ecdsa", False): "ECDSA-256 signature",
+            ("rsa", False): "RSA signature",
+        }[kind, rfc7427]
+        assert drv.session.peer_signature_hashes is rfc7427
         assert peer.wait_log(f"authentication of '127.0.0.2' with {want} successful", 5.0)
         sas = peer.list_sas()
         assert re.search(r"^v2: #\d+, ESTABLISHED, IKEv2", sas, re.MULTILINE) and peer.installed_children(), (

@@ -382,8 +382,17 @@ def test_child_without_rekey_is_deleted_at_its_hard_lifetime() -> None:
     assert p.of("a", ChildSaDeleted) and p.of("b", ChildSaDeleted)
 
 
-@pytest.mark.parametrize(("kind", "ca_kind"), [("ecdsa", "ecdsa"), ("rsa", "ecdsa"), ("ecdsa", "rsa")])
-def test_certificate_authentication(kind: str, ca_kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "ca_kind", "rfc7427"),
+    [
+        ("ecdsa", "ecdsa", True),
+        ("rsa", "ecdsa", True),
+        ("ecdsa", "rsa", True),
+        ("ecdsa", "ecdsa", False),
+        ("rsa", "rsa", False),
+    ],
+)
+def test_certificate_authentication(kind: str, ca_kind: str, rfc7427: bool) -> None:
     ca = make_ca(ca_kind)
     certs = {ip: issue(ca, ip, kind) for ip in (A[0], B[0])}
 
@@ -392,8 +401,16 @@ def test_certificate_authentication(kind: str, ca_kind: str) -> None:
 
     def run(ca_a: Issued = ca, a_remote: Identity | None = None) -> Pair:
         p = Pair(
-            config(A[0], "10.1.0.0/24", "10.2.0.0/24", psk=b"", certs=creds(A[0], ca_a), remote_id=a_remote),
-            config(B[0], "10.2.0.0/24", "10.1.0.0/24", psk=b"", certs=creds(B[0])),
+            config(
+                A[0],
+                "10.1.0.0/24",
+                "10.2.0.0/24",
+                psk=b"",
+                certs=creds(A[0], ca_a),
+                remote_id=a_remote,
+                announce_rfc7427=rfc7427,
+            ),
+            config(B[0], "10.2.0.0/24", "10.1.0.0/24", psk=b"", certs=creds(B[0]), announce_rfc7427=rfc7427),
             wall_clock=lambda: NOW,
         )
         p.run()
@@ -401,6 +418,7 @@ def test_certificate_authentication(kind: str, ca_kind: str) -> None:
 
     p = run()
     assert p.a.established and p.b.established and len(p.a.children) == 1
+    assert p.a.peer_signature_hashes is rfc7427  # without it both sign with methods 1 / 9
     assert p.a.peer_id == Identity.address(B[0])
     # A CA a does not trust, or a certificate that does not name the identity: no IKE SA.
     for bad in (run(ca_a=make_ca(ca_kind, "another CA")), run(a_remote=Identity.address("192.0.2.99"))):

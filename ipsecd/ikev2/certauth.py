@@ -1,4 +1,5 @@
-"""Certificate authentication for IKE_AUTH: RFC 7427 digital signatures (AUTH method 14), the X.509
+"""Certificate authentication for IKE_AUTH: RFC 7427 digital signatures (AUTH method 14; methods 1
+and 9-11 with a peer that does not announce RFC 7427), the X.509
 CERT and CERTREQ payload contents (RFC 7296 sections 3.6, 3.7) and identity checks.
 
 AUTH data of method 14 (RFC 7427 section 3):
@@ -26,8 +27,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from ipsecd.ikev2.constants import IdType
+from ipsecd.ikev2.constants import AuthMethod, IdType
 from ipsecd.ikev2.payloads import Identity
 
 # RFC 7427 Appendix A: OIDs (content octets) of the signature algorithms.
@@ -38,6 +40,12 @@ _OIDS: dict[bytes, tuple[str, str]] = {
     bytes.fromhex("2a8648ce3d040302"): ("ecdsa", "sha256"),
     bytes.fromhex("2a8648ce3d040303"): ("ecdsa", "sha384"),
     bytes.fromhex("2a8648ce3d040304"): ("ecdsa", "sha512"),
+}
+# RFC 4754 section 7: the AUTH method fixes curve and hash; r and s are each field-sized.
+_ECDSA_CLASSIC: dict[str, tuple[int, hashes.HashAlgorithm, int]] = {
+    "secp256r1": (AuthMethod.ECDSA_SHA256_P256, hashes.SHA256(), 32),
+    "secp384r1": (AuthMethod.ECDSA_SHA384_P384, hashes.SHA384(), 48),
+    "secp521r1": (AuthMethod.ECDSA_SHA512_P521, hashes.SHA512(), 66),
 }
 _HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha256": hashes.SHA256(),
@@ -105,6 +113,16 @@ class Credentials:
             out += hashlib.sha1(spki).digest()
         return out
 
+    def sign_classic(self, octets: bytes) -> tuple[int, bytes]:
+        """(AUTH method, data) without RFC 7427, for a peer that did not announce
+        SIGNATURE_HASH_ALGORITHMS: RSA_DIGITAL_SIGNATURE (RFC 7296 section 3.8: PKCS#1 v1.5 with
+        SHA-1) or ECDSA_SHA256_P256 / 384_P384 / 512_P521 (RFC 4754: r | s, each field-sized)."""
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            return AuthMethod.RSA_DIGITAL_SIGNATURE, self.key.sign(octets, padding.PKCS1v15(), hashes.SHA1())
+        method, h, size = _ECDSA_CLASSIC[self.key.curve.name]
+        r, s_ = decode_dss_signature(self.key.sign(octets, ec.ECDSA(h)))
+        return method, r.to_bytes(size, "big") + s_.to_bytes(size, "big")
+
     def sign(self, octets: bytes) -> bytes:
         """AUTH data of method 14 over ``octets``."""
         h = _HASHES[self.hash_name]
@@ -153,6 +171,24 @@ def identity_matches(cert: x509.Certificate, ident: Identity) -> bool:
     if ident.id_type == IdType.ID_RFC822_ADDR:
         return text in [n.lower() for n in san.get_values_for_type(x509.RFC822Name)]
     return False
+
+
+def verify_classic(cert: x509.Certificate, method: int, auth_data: bytes, octets: bytes) -> None:
+    """Checks AUTH data of method 1 (RSA, SHA-1) or 9-11 (RFC 4754 ECDSA); raises CertError."""
+    pub = cert.public_key()
+    try:
+        if method == AuthMethod.RSA_DIGITAL_SIGNATURE and isinstance(pub, rsa.RSAPublicKey):
+            pub.verify(auth_data, octets, padding.PKCS1v15(), hashes.SHA1())
+            return
+        if isinstance(pub, ec.EllipticCurvePublicKey) and pub.curve.name in _ECDSA_CLASSIC:
+            want, h, size = _ECDSA_CLASSIC[pub.curve.name]
+            if method == want and len(auth_data) == 2 * size:
+                r, s_ = int.from_bytes(auth_data[:size], "big"), int.from_bytes(auth_data[size:], "big")
+                pub.verify(encode_dss_signature(r, s_), octets, ec.ECDSA(h))
+                return
+    except InvalidSignature:
+        raise CertError("signature does not verify") from None
+    raise CertError(f"AUTH method {method} does not fit the certificate's key")
 
 
 def verify_signature(cert: x509.Certificate, auth_data: bytes, octets: bytes) -> None:

@@ -107,10 +107,10 @@ class Exchanges(ChildExchanges):
         s.nat_detected = s.config.force_encap or s.peer_behind_nat or s.behind_nat
 
     def _init_extras(self) -> list[Payload]:
-        return [
-            NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED),  # RFC 7383 section 2.3
-            NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, _SIG_HASHES),  # RFC 7427 section 4
-        ]
+        out: list[Payload] = [NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)]  # RFC 7383 section 2.3
+        if self.s.config.announce_rfc7427:
+            out.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS, _SIG_HASHES))  # RFC 7427 section 4
+        return out
 
     def start_init(self, now: float, group: int | None = None) -> None:
         s = self.s
@@ -185,6 +185,7 @@ class Exchanges(ChildExchanges):
         s.sa.spi_r = h.spi_r
         self.nr, self.init_response = nonce.data, raw
         s.peer_fragmentation = NotifyType.IKEV2_FRAGMENTATION_SUPPORTED in n
+        s.peer_signature_hashes = NotifyType.SIGNATURE_HASH_ALGORITHMS in n
         self._check_nat(msg, s.remote)
         self._derive(choice, gir)
         s.sa.pending = None
@@ -253,6 +254,7 @@ class Exchanges(ChildExchanges):
         s.sa.spi_r = s.new_spi(8)
         n = _notifies(msg)
         s.peer_fragmentation = NotifyType.IKEV2_FRAGMENTATION_SUPPORTED in n
+        s.peer_signature_hashes = NotifyType.SIGNATURE_HASH_ALGORITHMS in n
         self._check_nat(msg, addr)
         self._derive(choice, gir)
         self.init_request = raw
@@ -297,7 +299,10 @@ class Exchanges(ChildExchanges):
         certs = self.s.config.certs
         if certs is None:
             return AuthPayload(AuthMethod.SHARED_KEY_MIC, self._auth(of_initiator, id_body))
-        return AuthPayload(AuthMethod.DIGITAL_SIGNATURE, certs.sign(self._octets(of_initiator, id_body)))
+        octets = self._octets(of_initiator, id_body)
+        if self.s.peer_signature_hashes:
+            return AuthPayload(AuthMethod.DIGITAL_SIGNATURE, certs.sign(octets))
+        return AuthPayload(*certs.sign_classic(octets))  # RFC 7427 section 4: the peer did not announce it
 
     def _send_auth(self, now: float) -> None:
         s = self.s
@@ -323,7 +328,7 @@ class Exchanges(ChildExchanges):
         if s.config.remote_id is not None and ident.identity != s.config.remote_id:
             return False
         if s.config.certs is not None:
-            if auth.method != AuthMethod.DIGITAL_SIGNATURE or s.wall_clock is None:
+            if s.wall_clock is None:
                 return False
             certs = [p for p in msg.find(CertPayload) if isinstance(p, CertPayload)]
             if not certs or certs[0].encoding != CertEncoding.X509_SIGNATURE:
@@ -332,7 +337,11 @@ class Exchanges(ChildExchanges):
                 cert = certauth.verify_certificate(certs[0].data, s.config.certs.trusted, s.wall_clock())
                 if not certauth.identity_matches(cert, ident.identity):
                     return False
-                certauth.verify_signature(cert, auth.data, self._octets(of_initiator, body))
+                octets = self._octets(of_initiator, body)
+                if auth.method == AuthMethod.DIGITAL_SIGNATURE:
+                    certauth.verify_signature(cert, auth.data, octets)
+                else:
+                    certauth.verify_classic(cert, auth.method, auth.data, octets)
             except (certauth.CertError, ValueError):
                 return False
         elif auth.method != AuthMethod.SHARED_KEY_MIC or not hmac.compare_digest(

@@ -58,6 +58,7 @@ class SessionConfig:
     fragment_size: int = 1280  # RFC 7383: fragment protected messages above this when possible
     remote_natt_port: int = 4500
     certs: Credentials | None = None  # certificate authentication (RFC 7427) instead of the PSK
+    announce_rfc7427: bool = True  # send SIGNATURE_HASH_ALGORITHMS (else the peer signs classically)
 
     def __post_init__(self) -> None:
         if not self.ike or not self.esp:
@@ -167,6 +168,7 @@ class Session:
         self.old_sa: IkeSa | None = None  # after an IKE rekey, until its Delete is done
         self.peer_id: Identity | None = None
         self.peer_fragmentation = False
+        self.peer_signature_hashes = False  # the peer announced RFC 7427 (SIGNATURE_HASH_ALGORITHMS)
         self.started = now
         self.last_drop = ""  # why the last invalid datagram was dropped (diagnostics; no secrets)
         self.last_heard = now
