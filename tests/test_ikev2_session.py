@@ -516,3 +516,20 @@ def test_ipv6_endpoints_and_selectors() -> None:
     assert c.outbound.tunnel is not None and str(c.outbound.tunnel.dst) == "2001:db8::2"
     assert str(c.outbound.selectors[0].dst) == "2001:db8:2::/64"
     assert b.peer_id == Identity.address("2001:db8::1")
+
+
+def test_lost_ike_sa_init_response_is_resent_from_cache() -> None:
+    p = pair()
+    dropped: list[bytes] = []
+
+    def drop_first_b(who: str, d: bytes) -> bool:
+        if who == "b" and not dropped:
+            dropped.append(d)
+            return True
+        return False
+
+    p.run(drop_first_b)
+    assert dropped and not p.a.established and p.b.state is State.AUTH
+    p.tick(1.0)  # a retransmits IKE_SA_INIT; b answers with the same response, keeps its SPI and keys
+    assert p.a.established and p.b.established and p.b.counters.duplicate_requests == 1
+    assert [d for who, d in p.wire if who == "b"][1] == dropped[0]
