@@ -356,18 +356,27 @@ def test_peer_deletes_child_and_ike() -> None:
     assert p.a.closed and isinstance(p.of("a", IkeSaDeleted)[0], IkeSaDeleted)
 
 
-def test_simultaneous_ike_rekey_is_refused_then_retried() -> None:
-    p = pair()
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_simultaneous_ike_rekey(seed: int) -> None:
+    """RFC 7296 section 2.8.2: both new IKE SAs are made, the one with the lowest nonce is deleted
+    by its initiator, the winner's initiator deletes the old one; both ends agree."""
+    p = Pair(config(A[0], "10.1.0.0/24", "10.2.0.0/24"), config(B[0], "10.2.0.0/24", "10.1.0.0/24"), seed)
     p.run()
+    old = p.a.spis
     p.a.rekey_ike()
     p.b.rekey_ike()
     p.a.poll(0.0)
     p.b.poll(0.0)
     p.run()
-    assert not p.of("a", IkeSaRekeyed) and p.a.established and p.b.established
-    p.tick(12.0)  # both retry after a random 2-10 s; one of them wins
-    assert len(p.of("a", IkeSaRekeyed)) >= 1 and p.a.spis == p.b.spis
-    assert p.a.old_sa is None and p.b.old_sa is None
+    assert len(p.of("a", IkeSaRekeyed)) == len(p.of("b", IkeSaRekeyed)) == 1
+    assert p.a.spis == p.b.spis != old
+    assert p.a.sa.initiator != p.b.sa.initiator
+    for s in (p.a, p.b):
+        assert s.old_sa is None and not s.extra and s.established
+        assert s.counters.invalid_packets == 0, s.last_drop
+    p.a.rekey_child(next(iter(p.a.children.values())).spi)  # the surviving IKE SA works
+    p.run()
+    assert len(p.of("b", ChildSaRekeyed)) == 1
     _children_agree(p)
 
 
@@ -533,3 +542,27 @@ def test_lost_ike_sa_init_response_is_resent_from_cache() -> None:
     p.tick(1.0)  # a retransmits IKE_SA_INIT; b answers with the same response, keeps its SPI and keys
     assert p.a.established and p.b.established and p.b.counters.duplicate_requests == 1
     assert [d for who, d in p.wire if who == "b"][1] == dropped[0]
+
+
+def test_ike_rekey_request_after_the_other_one_completed() -> None:
+    """b's IKE rekey request reaches a only after a's own rekey finished: a answers it on the old
+    IKE SA with TEMPORARY_FAILURE, and b keeps the IKE SA it made for a's request."""
+    p = pair()
+    p.run()
+    p.a.rekey_ike()
+    p.b.rekey_ike()
+    p.a.poll(0.0)
+    p.b.poll(0.0)
+    (req_a, _), (req_b, _) = p.a.datagrams_to_send(0.0)[0], p.b.datagrams_to_send(0.0)[0]
+    p.b.receive_datagram(req_a, A, 0.0)  # b answers a's request and holds the collision
+    ((resp_b, _),) = p.b.datagrams_to_send(0.0)
+    p.a.receive_datagram(resp_b, B, 0.0)  # a switches, then sends the Delete of the old IKE SA
+    ((delete_old, _),) = p.a.datagrams_to_send(0.0)
+    p.a.receive_datagram(req_b, B, 0.0)  # b's request arrives late, on the old IKE SA
+    ((refusal, _),) = p.a.datagrams_to_send(0.0)
+    p.b.receive_datagram(refusal, A, 0.0)
+    p.b.receive_datagram(delete_old, A, 0.0)
+    p.run()
+    assert p.a.spis == p.b.spis and p.a.sa.initiator and not p.b.sa.initiator
+    for s in (p.a, p.b):
+        assert s.old_sa is None and not s.extra and s.established and s.counters.invalid_packets == 0

@@ -121,7 +121,11 @@ class ChildExchanges:
         self.choice: Choice | None = None
         self.child_offer: SaPayload | None = None
         self.child_spi = b""
-        self.collisions: dict[bytes, ChildSa] = {}  # old SPI -> child the peer made by rekeying it
+        self.collisions: dict[bytes, ChildSa] = {}
+        # The peer's new IKE SA made while our own IKE rekey was outstanding: (SA, algorithms, nonces).
+        self.ike_collision: tuple[IkeSa, str, tuple[bytes, bytes]] | None = (
+            None  # old SPI -> child the peer made by rekeying it
+        )
 
     def _child_request(self, spi: bytes, pfs_group: int | None) -> list[Payload]:
         s = self.s
@@ -345,6 +349,8 @@ class ChildExchanges:
         if closing:
             if sa is s.old_sa:
                 s.old_sa = None  # the rekeyed IKE SA is gone; the new one carries on
+            elif sa in s.extra:
+                s.extra.remove(sa)  # a redundant IKE SA of a rekey collision
             else:
                 self.drop_all_children("IKE SA deleted by the peer")
                 s.event(IkeSaDeleted("deleted by the peer", True))
@@ -374,11 +380,6 @@ class ChildExchanges:
         assert isinstance(sa_p, SaPayload) and isinstance(nonce, NoncePayload)
         ke = self._ke(msg)
         if sa_p.proposals[0].protocol_id == ProtocolId.IKE:
-            if s.sa.pending is not None and s.sa.pending.what == REKEY_IKE:
-                # Both ends rekey the IKE SA at once: refuse ours to the peer, both retry after a
-                # random delay (RFC 7296 section 2.25; the nonce rule of section 2.8.2 is not done).
-                s.respond_to(s.sa, msg.header, [NotifyPayload(NotifyType.TEMPORARY_FAILURE)])
-                return
             self.r_rekey_ike(msg, sa_p, nonce.data, ke, now)
             return
         n = _notifies(msg)
@@ -493,13 +494,20 @@ class ChildExchanges:
 
         def done(msg: Message, t: float) -> None:
             n = _notifies(msg)
-            if NotifyType.INVALID_KE_PAYLOAD in n:
-                data = n[NotifyType.INVALID_KE_PAYLOAD].data
-                g = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
-                if g != group and any(g in a.groups for a in s.config.ike):
-                    s.queue.appendleft(lambda t2: self.start_rekey_ike(t2, g))
-                    return
+            theirs, self.ike_collision = self.ike_collision, None
             if _error(msg) is not None:
+                if theirs is not None:
+                    # The peer refused ours but we made its new IKE SA: that one survives, and the
+                    # peer, its initiator, deletes the old IKE SA.
+                    s.extra.remove(theirs[0])
+                    self._adopt_ike(theirs[0], theirs[1], t)
+                    return
+                if NotifyType.INVALID_KE_PAYLOAD in n:
+                    data = n[NotifyType.INVALID_KE_PAYLOAD].data
+                    g = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+                    if g != group and any(g in a.groups for a in s.config.ike):
+                        s.queue.appendleft(lambda t2: self.start_rekey_ike(t2, g))
+                        return
                 s.sa.rekey_at = t + self._backoff()  # RFC 7296 section 2.25: retry after a random delay
                 return
             sa_p, nonce, ke = _one(msg, SaPayload, "SA"), _one(msg, NoncePayload, "Nonce"), self._ke(msg)
@@ -507,9 +515,27 @@ class ChildExchanges:
             choice = check_response(offer, sa_p)
             if ke is None or ke.group != group or choice.group != group or len(choice.peer_spi) != 8:
                 raise Drop("bad IKE rekey response")
-            self._switch_ike(
+            ours = self._derive_ike(
                 IkeSa(True, new_spi, choice.peer_spi), choice, ni, nonce.data, dh.shared_secret(ke.data), t
             )
+            algs = describe(choice.suite, choice.prf, choice.group)
+            if theirs is not None and min(ni, nonce.data) < min(theirs[2]):
+                # RFC 7296 section 2.8.2: both ends rekeyed the IKE SA; the new SA whose exchange
+                # has the lowest of the four nonces is redundant and its initiator (we) deletes it.
+                s.extra.remove(theirs[0])
+                self._adopt_ike(theirs[0], theirs[1], t)
+                s.extra.append(ours)
+                s.request(
+                    ours,
+                    ExchangeType.INFORMATIONAL,
+                    [DeletePayload(ProtocolId.IKE)],
+                    lambda m, t3: self._forget(ours),
+                    t,
+                    "Delete of a redundant IKE SA",
+                )
+                return
+            # Ours survives (the peer deletes its redundant one, if any): we delete the old IKE SA.
+            self._adopt_ike(ours, algs, t)
             old = s.old_sa
             assert old is not None
 
@@ -527,9 +553,13 @@ class ChildExchanges:
 
         s.request(s.sa, ExchangeType.CREATE_CHILD_SA, inner, done, now, REKEY_IKE)
 
-    def _switch_ike(self, new: IkeSa, choice: Choice, ni: bytes, nr: bytes, gir: bytes, now: float) -> None:
+    def _forget(self, sa: IkeSa) -> None:
+        if sa in self.s.extra:
+            self.s.extra.remove(sa)
+
+    def _derive_ike(self, new: IkeSa, choice: Choice, ni: bytes, nr: bytes, gir: bytes, now: float) -> IkeSa:
         """RFC 7296 section 2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) with the old PRF;
-        the children move to the new IKE SA, whose message IDs start at 0."""
+        the new IKE SA's message IDs start at 0."""
         s = self.s
         old = s.sa
         assert old.keys is not None and choice.prf is not None and choice.group is not None
@@ -537,10 +567,16 @@ class ChildExchanges:
         new.keys = crypto.derive_ike_keys(choice.prf, choice.suite, seed, ni, nr, new.spi_i, new.spi_r)
         new.prf, new.suite, new.group = choice.prf, choice.suite, choice.group
         new.created, new.rekey_at = now, now + self._jitter(s.config.ike_rekey_s)
+        return new
+
+    def _adopt_ike(self, new: IkeSa, algs: str, now: float) -> None:
+        """The new IKE SA takes over; the children move to it (they only keep its keys' SK_d)."""
+        s = self.s
+        old = s.sa
         old.rekey_at = float("inf")
         s.sa, s.old_sa = new, old
         s.counters.rekeys += 1
-        s.event(IkeSaRekeyed(old.spis, new.spis, describe(choice.suite, choice.prf, choice.group)))
+        s.event(IkeSaRekeyed(old.spis, new.spis, algs))
 
     def r_rekey_ike(self, msg: Message, sa_p: SaPayload, ni: bytes, ke: KePayload | None, now: float) -> None:
         s = self.s
@@ -569,7 +605,14 @@ class ChildExchanges:
             msg.header,
             [SaPayload((prop,)), NoncePayload(nr), KePayload(choice.group, dh.public_value())],
         )
-        self._switch_ike(IkeSa(False, choice.peer_spi, new_spi), choice, ni, nr, gir, now)
+        new = self._derive_ike(IkeSa(False, choice.peer_spi, new_spi), choice, ni, nr, gir, now)
+        algs = describe(choice.suite, choice.prf, choice.group)
+        if s.sa.pending is not None and s.sa.pending.what == REKEY_IKE:
+            # Our own IKE rekey is outstanding: decide when its response comes (section 2.8.2).
+            s.extra.append(new)
+            self.ike_collision = (new, algs, (ni, nr))
+            return
+        self._adopt_ike(new, algs, now)
 
     # ================================================================ INFORMATIONAL requests
 

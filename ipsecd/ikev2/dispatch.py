@@ -189,9 +189,7 @@ class Dispatcher:
 
     def _our_spis(self, s: Session) -> set[bytes]:
         out = set()
-        for sa in (s.sa, s.old_sa):
-            if sa is None:
-                continue
+        for sa in s.ike_sas():
             mine = sa.spi_i if sa.initiator else sa.spi_r
             if mine != bytes(8):
                 out.add(mine)

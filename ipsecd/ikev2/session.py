@@ -166,6 +166,7 @@ class Session:
         self.children: dict[bytes, ChildSa] = {}  # by our inbound SPI
         self.sa = IkeSa(initiator, self._new_spi(8) if initiator else bytes(8), bytes(8), created=now)
         self.old_sa: IkeSa | None = None  # after an IKE rekey, until its Delete is done
+        self.extra: list[IkeSa] = []  # IKE SAs of a rekey collision, until one is deleted (2.8.2)
         self.peer_id: Identity | None = None
         self.peer_fragmentation = False
         self.peer_signature_hashes = False  # the peer announced RFC 7427 (SIGNATURE_HASH_ALGORITHMS)
@@ -240,6 +241,10 @@ class Session:
     def spis(self) -> tuple[bytes, bytes]:
         return self.sa.spis
 
+    def ike_sas(self) -> list[IkeSa]:
+        """The current IKE SA, then a rekeyed one awaiting its Delete and collision leftovers."""
+        return [self.sa, *([self.old_sa] if self.old_sa is not None else []), *self.extra]
+
     @property
     def established(self) -> bool:
         return self.state is State.ESTABLISHED
@@ -270,8 +275,8 @@ class Session:
         if self.state is State.CLOSED:
             return None
         times: list[float] = []
-        for sa in (self.sa, self.old_sa):
-            if sa is not None and sa.pending is not None:
+        for sa in self.ike_sas():
+            if sa.pending is not None:
                 times.append(sa.pending.deadline(self.config.retransmit_timeout_s))
         if self.state is not State.ESTABLISHED:
             times.append(self.started + self.config.half_open_timeout_s)
@@ -289,8 +294,8 @@ class Session:
     def handle_timer(self, now: float) -> None:
         if self.state is State.CLOSED:
             return
-        for sa in (self.sa, self.old_sa):
-            if sa is None or sa.pending is None:
+        for sa in self.ike_sas():
+            if sa.pending is None:
                 continue
             p = sa.pending
             if now < p.deadline(self.config.retransmit_timeout_s):
@@ -299,6 +304,9 @@ class Session:
                 sa.pending = None
                 if sa is self.old_sa:
                     self.old_sa = None  # the old SA's delete went unanswered: forget it
+                    continue
+                if sa in self.extra:
+                    self.extra.remove(sa)
                     continue
                 self.give_up(
                     f"no response to {p.what or ExchangeType(p.exchange).name} after {p.tries} tries",
@@ -494,8 +502,8 @@ class Session:
         return message.decrypt(raw, msg, sa.suite, ke, ka)
 
     def _sa_for(self, h: Header) -> IkeSa | None:
-        for sa in (self.sa, self.old_sa):
-            if sa is None or h.spi_i != sa.spi_i:
+        for sa in self.ike_sas():
+            if h.spi_i != sa.spi_i:
                 continue
             if h.spi_r == sa.spi_r or (self.state is State.INIT and sa is self.sa and h.is_response):
                 return sa
