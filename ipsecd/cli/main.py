@@ -24,6 +24,7 @@ from ipsecd.cli.context import CliError, Context
 from ipsecd.cli.grammar import UsageError, parse_command
 from ipsecd.cli.hostfacts import HostFactsError, load_host_facts
 from ipsecd.cli.static import execute
+from ipsecd.cli.xfrm import DEFAULT_CONTROL, XFRM_USAGE, XfrmOptions, run_xfrm
 from ipsecd.policy.edit import EditError
 from ipsecd.policy.host import HostEnvironment
 from ipsecd.policy.order import ExpansionError
@@ -31,8 +32,10 @@ from ipsecd.policy.store import StoreError
 
 DEFAULT_CONFIG = "/etc/ipsecd"
 
-USAGE = """\
+USAGE = (
+    """\
 usage: ipsecctl [--config PATH] [--json] [--host-facts FILE] static COMMAND [key=value ...]
+       ipsecctl [--control PATH] [--store | --persist] [--keys] xfrm state|policy VERB ...
 
 commands (netsh ipsec static grammar; see docs/ipsecctl.md):
   add    policy|filterlist|filter|filteraction|rule  key=value ...
@@ -50,7 +53,14 @@ options:
   --config PATH      store directory or single TOML file (default /etc/ipsecd)
   --json             JSON output for show, match and check
   --host-facts FILE  host addresses for show filters / match, from a JSON or TOML file
+  --control PATH     xfrm: the daemon's control socket (default /run/ipsecd/control.sock)
+  --store            xfrm: edit/list the store's [xfrm] table instead of the running daemon
+  --persist          xfrm: change the running daemon and the store
+  --keys             xfrm list: show keys (root only)
+
 """
+    + XFRM_USAGE
+)
 
 
 def _split_options(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str]]:
@@ -63,11 +73,11 @@ def _split_options(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str
             words.append(word)
             continue
         name, eq, value = word[2:].partition("=")
-        if name in ("json", "help"):
+        if name in ("json", "help", "store", "persist", "keys"):
             if eq:
                 raise UsageError(f"--{name} takes no value")
             opts[name] = True
-        elif name in ("config", "host-facts"):
+        elif name in ("config", "host-facts", "control"):
             if not eq:
                 nxt = next(it, None)
                 if nxt is None:
@@ -93,18 +103,32 @@ def run(
         if opts.get("help") or words in (["help"], ["static", "help"]):
             print(USAGE, end="", file=out)
             return 0
+        config = opts.get("config", DEFAULT_CONFIG)
+        if words and words[0].lower() == "xfrm":
+            xopts = XfrmOptions(
+                control=str(opts.get("control", DEFAULT_CONTROL)),
+                store=bool(opts.get("store", False)),
+                persist=bool(opts.get("persist", False)),
+                keys=bool(opts.get("keys", False)),
+            )
+            ctx = Context(Path(str(config)), bool(opts.get("json", False)), host, out, err)
+            return run_xfrm(ctx, words[1:], xopts)
+        if any(k in opts for k in ("control", "store", "persist", "keys")):
+            raise UsageError("--control, --store, --persist and --keys are for xfrm commands")
         if not words or words[0].lower() != "static":
-            raise UsageError("expected 'static' (the netsh ipsec static context)")
+            raise UsageError("expected 'static' (the netsh ipsec static context) or 'xfrm'")
         facts = opts.get("host-facts")
         if isinstance(facts, str):
             host = load_host_facts(facts)
-        config = opts.get("config", DEFAULT_CONFIG)
         ctx = Context(Path(str(config)), bool(opts.get("json", False)), host, out, err)
         cmd = parse_command(words[1:])
         return execute(ctx, cmd)
     except UsageError as exc:
         print(f"ipsecctl: {exc}", file=err)
-        print("usage: ipsecctl [--config PATH] [--json] static COMMAND [key=value ...] (--help)", file=err)
+        print(
+            "usage: ipsecctl [options] static COMMAND [key=value ...] | xfrm state|policy VERB ... (--help)",
+            file=err,
+        )
         return 2
     except StoreError as exc:
         n = len(exc.issues)

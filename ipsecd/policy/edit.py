@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import AoT, Comment, Table, Whitespace
+from tomlkit.items import AoT, Array, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 OBJECT_KINDS = ("filterlist", "filteraction", "policy")
@@ -466,3 +466,60 @@ class StoreEditor:
         _append(self._new_objects.doc, kind, table)
         self._new_objects.dirty = True
         return False
+
+    # -- [xfrm]: manual-keying entries, arrays of strings (docs/manual-keying.md) -------------
+    def xfrm_entries(self, key: str) -> list[tuple[StoreFile, int, str]]:
+        """(file, index, text) of every string of ``[xfrm] key`` (``states`` or ``policies``)."""
+        out = []
+        for f in self.files:
+            arr = _xfrm_array(f.doc, key)
+            for i, item in enumerate(arr if arr is not None else ()):
+                if isinstance(item, str):
+                    out.append((f, i, str(item)))
+        return out
+
+    def add_xfrm(self, key: str, text: str) -> Path:
+        """Append an entry to ``[xfrm] key``: in the first file that has that array, else the first
+        file with an ``[xfrm]`` table, else the file for new objects. Returns the file's path."""
+        files = [f for f in self.files if _xfrm_array(f.doc, key) is not None]
+        files = files or [f for f in self.files if isinstance(f.doc.get("xfrm"), Table)]
+        f = files[0] if files else self._new_objects
+        table = f.doc.get("xfrm")
+        if not isinstance(table, Table):
+            if "xfrm" in f.doc:
+                raise EditError(f"{f.path}: 'xfrm' is not a table")
+            if f.doc.body and not f.doc.as_string().endswith("\n\n"):
+                f.doc.add(tomlkit.nl())
+            table = tomlkit.table()
+            f.doc["xfrm"] = table
+        arr = _xfrm_array(f.doc, key)
+        if arr is None:
+            if key in table:
+                raise EditError(f"{f.path}: xfrm.{key} is not an array")
+            arr = tomlkit.array()
+            arr.multiline(True)
+            table[key] = arr
+            arr = _xfrm_array(f.doc, key)
+            assert arr is not None
+        arr.append(text)
+        f.dirty = True
+        return f.path
+
+    def remove_xfrm(self, key: str, doomed: Sequence[tuple[StoreFile, int]]) -> None:
+        """Remove the entries ``(file, index)`` of ``[xfrm] key`` (as ``xfrm_entries`` numbers them)."""
+        for f in self.files:
+            arr = _xfrm_array(f.doc, key)
+            indexes = sorted({i for g, i in doomed if g is f}, reverse=True)
+            if arr is None or not indexes:
+                continue
+            for i in indexes:
+                del arr[i]
+            f.dirty = True
+
+
+def _xfrm_array(doc: TOMLDocument, key: str) -> Array | None:
+    table = doc.get("xfrm")
+    if not isinstance(table, Table):
+        return None
+    arr = table.get(key)
+    return arr if isinstance(arr, Array) else None

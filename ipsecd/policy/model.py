@@ -15,6 +15,8 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
+from ipsecd.policy.manual_model import ManualPolicy, ManualState
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -301,6 +303,8 @@ class Store:
     filterlists: dict[str, FilterList]
     filteractions: dict[str, FilterAction]
     policies: dict[str, Policy]
+    xfrm_states: tuple[ManualState, ...] = ()  # [xfrm] states, in load order (docs/manual-keying.md)
+    xfrm_policies: tuple[ManualPolicy, ...] = ()  # [xfrm] policies, in load order
 
     @property
     def assigned(self) -> Policy | None:

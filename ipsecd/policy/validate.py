@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ipsecd.policy import builtin
 from ipsecd.policy.addrspec import family, parse_address
 from ipsecd.policy.issues import ConfigIssue, StoreError
+from ipsecd.policy.manual import ManualError, ManualPolicy, ManualState, parse_policy_entry, parse_state_entry
 from ipsecd.policy.model import (
     PORTED_PROTOCOLS,
     PROTOCOL_NUMBERS,
@@ -51,7 +52,8 @@ T = TypeVar("T")
 
 # -- validation --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("daemon", "filterlist", "filteraction", "policy", "builtinauth")
+_TOP_KEYS = ("daemon", "filterlist", "filteraction", "policy", "builtinauth", "xfrm")
+_XFRM_KEYS = ("states", "policies")
 _DAEMON_KEYS = ("assigned_policy", "ipsecexempt", "ikelogging", "strongcrlcheck")
 _FILTERLIST_KEYS = ("name", "description", "filter")
 _FILTER_KEYS = (
@@ -146,6 +148,9 @@ class Validator:
     rules: list[_RuleRef] = field(default_factory=list)
     builtin_auth: dict[str, tuple[AuthMethod, ...]] = field(default_factory=dict)
     builtin_auth_named: set[str] = field(default_factory=set)  # even when its methods were wrong
+    xfrm_states: dict[object, tuple[ManualState, str]] = field(default_factory=dict)  # key -> (state, where)
+    xfrm_policies: dict[object, tuple[ManualPolicy, str]] = field(default_factory=dict)
+    xfrm_policy_refs: list[tuple[_File, str, ManualPolicy]] = field(default_factory=list)
 
     # -- reporting and typed access -----------------------------------------------------------
 
@@ -287,6 +292,8 @@ class Validator:
             filterlists={**builtin.BUILTIN_FILTERLISTS, **{n: v[2] for n, v in self.filterlists.items()}},
             filteractions={**builtin.BUILTIN_FILTERACTIONS, **self.filteractions},
             policies=policies,
+            xfrm_states=tuple(st for st, _ in self.xfrm_states.values()),
+            xfrm_policies=tuple(p for p, _ in self.xfrm_policies.values()),
         )
 
     def document(self, f: _File, doc: dict[str, Any]) -> None:
@@ -301,6 +308,8 @@ class Validator:
             self.policy(f, f"policy[{i}]", t)
         for i, t in enumerate(self.get_tables(f, "", doc, "builtinauth", "[[builtinauth]]")):
             self.builtinauth(f, f"builtinauth[{i}]", t)
+        if "xfrm" in doc:
+            self.xfrm(f, doc["xfrm"])
 
     # -- objects -------------------------------------------------------------------------------
 
@@ -490,16 +499,73 @@ class Validator:
             ok = False
         return AuthMethod(kind, rootca=str(ca), certmap=certmap, origin=self.origin(f, path)) if ok else None
 
-    def check_psk_mode(self, f: _File, path: str) -> None:
+    def check_psk_mode(self, f: _File, path: str, what: str = "a preshared key") -> None:
         if f.mode is None or f.psk_reported or not f.mode & 0o077:
             return
         f.psk_reported = True
         self.add(
             f,
             path,
-            f"this file holds a preshared key but is readable by group or others (mode {f.mode:04o}); "
+            f"this file holds {what} but is readable by group or others (mode {f.mode:04o}); "
             f"run: chmod 600 {f.name}",
         )
+
+    def xfrm(self, f: _File, value: object) -> None:
+        """``[xfrm]``: manually keyed states and policies in ip xfrm words (docs/manual-keying.md)."""
+        t = self.typed(f, "xfrm", value, dict, "a table ([xfrm])")
+        if t is None:
+            return
+        self.keys(f, "xfrm", t, _XFRM_KEYS)
+        for p, text in self.get_strings(f, "xfrm", t, "states") or []:
+            try:
+                st = parse_state_entry(text)
+            except ManualError as exc:
+                self.add(f, p, str(exc))
+                continue
+            if st.has_keys:
+                self.check_psk_mode(f, p, "manual-keying keys")
+            where = f"{f.name}:{f.locator.line_of(p)}"
+            if st.key in self.xfrm_states:
+                self.add(
+                    f,
+                    p,
+                    f"duplicate state dst {st.dst} proto {st.proto.value} spi 0x{st.spi:08x} "
+                    f"(first at {self.xfrm_states[st.key][1]})",
+                )
+                continue
+            self.xfrm_states[st.key] = (st, where)
+        for p, text in self.get_strings(f, "xfrm", t, "policies") or []:
+            try:
+                pol = parse_policy_entry(text)
+            except ManualError as exc:
+                self.add(f, p, str(exc))
+                continue
+            if pol.key in self.xfrm_policies:
+                self.add(
+                    f,
+                    p,
+                    f"duplicate policy src {pol.sel.src} dst {pol.sel.dst} dir {pol.dir.value} "
+                    f"(same selector and direction first at {self.xfrm_policies[pol.key][1]})",
+                )
+                continue
+            self.xfrm_policies[pol.key] = (pol, f"{f.name}:{f.locator.line_of(p)}")
+            self.xfrm_policy_refs.append((f, p, pol))
+
+    def xfrm_cross_checks(self) -> None:
+        """A template that names an SPI must find its state among the stored states."""
+        states = [st for st, _ in self.xfrm_states.values()]
+        for f, p, pol in self.xfrm_policy_refs:
+            for i, tmpl in enumerate(pol.tmpls):
+                if tmpl.spi and not any(tmpl.matches(st) for st in states):
+                    self.add(
+                        f,
+                        p,
+                        f"tmpl {i + 1} names spi 0x{tmpl.spi:08x} but no state in [xfrm] states has "
+                        f"proto {tmpl.proto.value} spi 0x{tmpl.spi:08x} mode {tmpl.mode.value}"
+                        + (" with these addresses" if tmpl.src or tmpl.dst else "")
+                        + (f" reqid {tmpl.reqid}" if tmpl.reqid else "")
+                        + " (leave spi out to match states at run time)",
+                    )
 
     def policy(self, f: _File, path: str, t: dict[str, Any]) -> None:
         self.keys(f, path, t, _POLICY_KEYS)
@@ -637,6 +703,7 @@ class Validator:
     # -- checks across objects and files --------------------------------------------------------
 
     def cross_checks(self) -> None:
+        self.xfrm_cross_checks()
         all_fl = set(builtin.BUILTIN_FILTERLISTS) | set(self.names["filterlist"])
         all_fa = set(builtin.BUILTIN_FILTERACTIONS) | set(self.names["filteraction"])
         for ref in self.rules:
