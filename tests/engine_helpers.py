@@ -26,64 +26,66 @@ def key(label: str, n: int) -> str:
 
 
 SUITES: dict[str, list[dict[str, Any]]] = {
-    # One entry per SA of the bundle, innermost first (ESP inside AH).
-    "esp-gcm": [{"proto": "esp", "enc": "ENCR_AES_GCM_16", "enc_len": 20}],
-    "esp-cbc": [{"proto": "esp", "enc": "ENCR_AES_CBC", "enc_len": 16, "integ": "AUTH_HMAC_SHA2_256_128"}],
-    "ah": [{"proto": "ah", "integ": "AUTH_HMAC_SHA2_256_128"}],
+    # One entry per SA of the bundle, innermost first (ESP inside AH). "alg": ip-xfrm words with
+    # {key} where the key goes, and its length in bytes.
+    "esp-gcm": [{"proto": "esp", "alg": "aead rfc4106(gcm(aes)) 0x{key} 128", "len": 20}],
+    "esp-cbc": [
+        {
+            "proto": "esp",
+            "alg": "enc cbc(aes) 0x{key} auth-trunc hmac(sha256) 0x{key2} 128",
+            "len": 16,
+            "len2": 32,
+        }
+    ],
+    "ah": [{"proto": "ah", "alg": "auth-trunc hmac(sha256) 0x{key} 128", "len": 32}],
     "ah+esp": [
-        {"proto": "esp", "enc": "ENCR_AES_GCM_16", "enc_len": 20},
-        {"proto": "ah", "integ": "AUTH_HMAC_SHA1_96"},
+        {"proto": "esp", "alg": "aead rfc4106(gcm(aes)) 0x{key} 128", "len": 20},
+        {"proto": "ah", "alg": "auth hmac(sha1) 0x{key}", "len": 20},
     ],
 }
-INTEG_LEN = {"AUTH_HMAC_SHA2_256_128": 32, "AUTH_HMAC_SHA1_96": 20, "NONE": 0}
 
 
-def _state(src: str, dst: str, spi: int, sa: dict[str, Any], mode: str, encap: bool) -> dict[str, Any]:
-    integ = sa.get("integ", "NONE")
-    st: dict[str, Any] = {
-        "src": src,
-        "dst": dst,
-        "proto": sa["proto"],
-        "spi": spi,
-        "mode": mode,
-        "enc": sa.get("enc", "ENCR_NULL"),
-        "enc_key": key(f"enc{spi}", sa.get("enc_len", 0)),
-        "integ": integ,
-        "integ_key": key(f"integ{spi}", INTEG_LEN[integ]),
-        "iv_key": key(f"iv{spi}", 16) if sa.get("enc") == "ENCR_AES_CBC" else "",
-    }
+def _state(src: str, dst: str, spi: int, sa: dict[str, Any], mode: str, encap: bool) -> str:
+    alg = sa["alg"].format(key=key(f"k{spi}", sa["len"]), key2=key(f"k2{spi}", sa.get("len2", 0)))
+    words = f"src {src} dst {dst} proto {sa['proto']} spi 0x{spi:x} mode {mode} {alg}"
     if encap and sa["proto"] == "esp":
-        st["encap"] = [4500, 4500]
-    return st
+        words += " encap espinudp 4500 4500 0.0.0.0"
+    return words
 
 
-def manual_config(suite: str, mode: str, encap: bool, local: str, peer: str) -> dict[str, Any]:
-    """States for both directions and the policies of the host at ``local``."""
-    sas = SUITES[suite]
-    states = []
-    tmpl = []
-    for i, sa in enumerate(sas):
-        spi_ab, spi_ba = 0x1000 + i, 0x2000 + i
-        a_is_local = local == A4
-        states.append(_state(A4, B4, spi_ab, sa, mode, encap))
-        states.append(_state(B4, A4, spi_ba, sa, mode, encap))
-        del a_is_local
-        tmpl.append({"proto": sa["proto"], "mode": mode})
+def xfrm_config(suite: str, mode: str, encap: bool, local: str, peer: str) -> tuple[list[str], list[str]]:
+    """ip-xfrm words of the states (both directions) and of the policies of the host at ``local``."""
+    states: list[str] = []
+    out_t: list[str] = []
+    in_t: list[str] = []
+    for i, sa in enumerate(SUITES[suite]):
+        states.append(_state(A4, B4, 0x1000 + i, sa, mode, encap))
+        states.append(_state(B4, A4, 0x2000 + i, sa, mode, encap))
+        ends_out = f"src {local} dst {peer} " if mode == "tunnel" else ""
+        ends_in = f"src {peer} dst {local} " if mode == "tunnel" else ""
+        out_t.append(f"tmpl {ends_out}proto {sa['proto']} mode {mode}")
+        in_t.append(f"tmpl {ends_in}proto {sa['proto']} mode {mode}")
     if mode == "tunnel":
         mine, theirs = (INNER_A, INNER_B) if local == A4 else (INNER_B, INNER_A)
-        out_t = [{**t, "src": local, "dst": peer} for t in tmpl]
-        in_t = [{**t, "src": peer, "dst": local} for t in tmpl]
-        sel_out = {"src": f"{mine}/32", "dst": f"{theirs}/32"}
-        sel_in = {"src": f"{theirs}/32", "dst": f"{mine}/32"}
     else:
-        out_t, in_t = tmpl, tmpl
-        sel_out = {"src": f"{local}/32", "dst": f"{peer}/32"}
-        sel_in = {"src": f"{peer}/32", "dst": f"{local}/32"}
+        mine, theirs = local, peer
     policies = [
-        {**sel_out, "dir": "out", "action": "protect", "tmpl": out_t},
-        {**sel_in, "dir": "in", "action": "protect", "tmpl": in_t},
+        f"src {mine}/32 dst {theirs}/32 dir out {' '.join(out_t)}",
+        f"src {theirs}/32 dst {mine}/32 dir in {' '.join(in_t)}",
     ]
-    return {"states": states, "policies": policies}
+    return states, policies
+
+
+def xfrm_store(suite: str, mode: str, encap: bool, local: str, peer: str, extra: str = "[daemon]\n") -> str:
+    """A store with the manual SAs in its [xfrm] table."""
+    states, policies = xfrm_config(suite, mode, encap, local, peer)
+    return (
+        extra
+        + "[xfrm]\nstates = [\n"
+        + "".join(f"  {json.dumps(s)},\n" for s in states)
+        + "]\n"
+        + ("policies = [\n" + "".join(f"  {json.dumps(p)},\n" for p in policies) + "]\n")
+    )
 
 
 EMPTY_STORE = "[daemon]\n"
@@ -95,7 +97,6 @@ class Daemon:
     proc: Background
     control: Path
     store: Path
-    manual: Path | None
 
     def status(self) -> dict[str, Any]:
         with ControlClient(self.control, timeout=5) as c:
@@ -113,7 +114,6 @@ def start_daemon(
     host: Host,
     *,
     store_text: str = EMPTY_STORE,
-    manual: dict[str, Any] | None = None,
     extra: tuple[str, ...] = (),
     store: Path | None = None,
 ) -> Daemon:
@@ -121,17 +121,11 @@ def start_daemon(
         store = lab.scratch(f"{host.name}-store.toml")
         store.write_text(store_text)
         store.chmod(0o600)
-    manual_path = None
-    if manual is not None:
-        manual_path = lab.scratch(f"{host.name}-manual.json")
-        manual_path.write_text(json.dumps(manual))
     control = lab.scratch(f"{host.name}-control.sock")
     argv = ["-m", "ipsecd.daemon.main", "--config", str(store), "--control", str(control), "--foreground"]
-    if manual_path is not None:
-        argv += ["--manual", str(manual_path)]
     proc = host.popen_python([*argv, *extra], name="ipsecd")
     proc.wait_output(r"ipsecd: ready", 20)
-    return Daemon(host, proc, control, store, manual_path)
+    return Daemon(host, proc, control, store)
 
 
 MARKER = b"IPSECD-PLAINTEXT-MARKER!"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine_helpers import A4, B4, INNER_A, INNER_B, MARKER, manual_config, start_daemon, tcp_echo
+from tests.engine_helpers import A4, B4, INNER_A, INNER_B, MARKER, start_daemon, tcp_echo, xfrm_store
 from tests.netns import Lab, two_hosts
 
 pytestmark = pytest.mark.root
@@ -38,8 +38,8 @@ def test_two_hosts_manual_sas(lab: Lab, suite: str, mode: str, encap: bool) -> N
         a_in, b_in = INNER_A, INNER_B
     else:
         a_in, b_in = A4, B4
-    da = start_daemon(lab, p.a, manual=manual_config(suite, mode, encap, A4, B4))
-    db = start_daemon(lab, p.b, manual=manual_config(suite, mode, encap, B4, A4))
+    da = start_daemon(lab, p.a, store_text=xfrm_store(suite, mode, encap, A4, B4))
+    db = start_daemon(lab, p.b, store_text=xfrm_store(suite, mode, encap, B4, A4))
     cap = p.a.capture(p.link.a_ifname)
     src_a = a_in if mode == "tunnel" else None
     src_b = b_in if mode == "tunnel" else None

@@ -34,9 +34,8 @@ from typing import Any
 from ipsecd.daemon import notify
 from ipsecd.daemon import signals as daemon_signals
 from ipsecd.daemon.control import DEFAULT_SOCKET_PATH, ControlServer
-from ipsecd.daemon.manual import ManualError, load_json
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
-from ipsecd.daemon.xfrm import XfrmHandler
+from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
 from ipsecd.datapath.sa import Protocol
 from ipsecd.datapath.sadb import (
     ManualState,
@@ -74,7 +73,6 @@ class EngineConfig:
     control_group: str | None = None
     tun: str = capture.DEFAULT_TUN
     tun_mtu: int = 1400
-    manual: Path | None = None  # JSON states/policies (ipsecd.daemon.manual)
     flush_on_exit: bool = False
     backend: str = "auto"
     soft_timeout: float = 3.0
@@ -94,12 +92,8 @@ class Loaded:
 
 
 def _store_xfrm(store: Store) -> tuple[list[ManualState], list[SecurityPolicy]]:
-    """The store's ``[xfrm]`` states and policies (once the store loader provides them)."""
-    states = getattr(store, "xfrm_states", ()) or ()
-    policies = getattr(store, "xfrm_policies", ()) or ()
-    from ipsecd.daemon.xfrm import convert_policy, convert_state
-
-    return [convert_state(s) for s in states], [convert_policy(p) for p in policies]
+    """The store's ``[xfrm]`` states and policies (docs/manual-keying.md)."""
+    return [convert_state(s) for s in store.xfrm_states], [convert_policy(p) for p in store.xfrm_policies]
 
 
 def load_config(cfg: EngineConfig, host: SystemHost) -> Loaded:
@@ -108,14 +102,10 @@ def load_config(cfg: EngineConfig, host: SystemHost) -> Loaded:
         store = load_store(cfg.store)
         compiled = compile_store(store, host)
         states, policies = _store_xfrm(store)
-        if cfg.manual is not None:
-            more_states, more_policies = load_json(cfg.manual)
-            states += more_states
-            policies += more_policies
     except (StoreError, ExpansionError) as exc:
         raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
-    except (ManualError, ValueError) as exc:
-        raise EngineError(f"bad manual keying: {exc}") from None
+    except ValueError as exc:
+        raise EngineError(f"bad manual keying in the store: {exc}") from None
     return Loaded(store, compiled, states, policies)
 
 
@@ -388,19 +378,31 @@ class Engine:
             self.log(f"reload refused, keeping the running configuration: {exc}")
             notify.ready("running (reload failed)")
             return False
+        # Keep what did not change (an SA re-created would restart its sequence numbers).
         old_states, old_policies = self._config_states, self._config_policies
-        self._remove_manual(old_states, old_policies)
+        same_states = {st.key() for st in old_states} & {st.key() for st in loaded.states}
+        same_states = {
+            k
+            for k in same_states
+            if next(o.source for o in old_states if o.key() == k)
+            == next(n.source for n in loaded.states if n.key() == k)
+        }
+        gone = [st for st in old_states if st.key() not in same_states]
+        new = [st for st in loaded.states if st.key() not in same_states]
+        self._remove_manual(gone, old_policies)
         try:
-            self._install_manual(loaded.states, loaded.policies)
+            self._install_manual(new, loaded.policies)
             self.apply_kernel(loaded)
         except (SadbError, nft.NftError, OSError) as exc:
-            self._remove_manual(loaded.states, loaded.policies)
-            self._install_manual(old_states, old_policies)
+            self._remove_manual(new, loaded.policies)
+            self._install_manual(gone, old_policies)
             if self.loaded is not None:
                 self.apply_kernel(self.loaded)
             self.log(f"reload refused, keeping the running configuration: {exc}")
             notify.ready("running (reload failed)")
             return False
+        kept = {st.key(): st for st in old_states if st.key() in same_states}
+        loaded.states = [kept.get(st.key(), st) for st in loaded.states]
         self.loaded = loaded
         self._config_states, self._config_policies = loaded.states, loaded.policies
         router = self._make_router(loaded)

@@ -1,6 +1,6 @@
 """The ``ipsecd`` command (console script ``ipsecd = ipsecd.daemon.main:main``).
 
-    ipsecd --config STORE [--foreground] [--control PATH] [--tun NAME] [--manual FILE]
+    ipsecd --config STORE [--foreground] [--control PATH] [--tun NAME] [--flush-on-exit]
     ipsecd --flush [--tun NAME]
 
 Runs the asyncio engine (``ipsecd.daemon.engine``) until SIGTERM/SIGINT. A bad store is reported
@@ -48,7 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control-group", metavar="GROUP", default=None, help="group allowed on the socket")
     parser.add_argument("--tun", metavar="NAME", default="ipsecd0", help="TUN device name (default ipsecd0)")
     parser.add_argument("--tun-mtu", metavar="MTU", type=int, default=1400, help="TUN MTU (default 1400)")
-    parser.add_argument("--manual", metavar="FILE", default=None, help="manual SAs and policies (JSON)")
     parser.add_argument(
         "--flush-on-exit",
         action="store_true",
@@ -80,7 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         store=Path(args.config),
         tun=args.tun,
         tun_mtu=args.tun_mtu,
-        manual=Path(args.manual) if args.manual else None,
         flush_on_exit=args.flush_on_exit,
         backend=args.backend,
         control_group=args.control_group,

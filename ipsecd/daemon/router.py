@@ -222,7 +222,9 @@ class Router:
             if policy.action is PolicyAction.DISCARD:
                 return "block", None, None, policy
             chain = self.sadb.outbound_bundle(policy, flow)
-            return ("protect" if chain else "acquire"), chain, None, policy
+            if chain is None:
+                return "acquire", None, None, policy
+            return ("protect" if chain else "clear"), chain, None, policy
         match = self.classifier.lookup_int(
             Direction.OUTBOUND, flow.version, flow.src, flow.dst, flow.protocol, flow.sport, flow.dport
         )

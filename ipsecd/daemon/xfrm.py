@@ -1,20 +1,24 @@
-"""The daemon side of ``ipsecctl xfrm``: the control command ``xfrm``.
+"""Manual keying in the daemon: the control command ``xfrm`` and the store's ``[xfrm]`` table.
 
-Request: ``{"command": "xfrm", "args": {"argv": ["state", "add", "src", ...], "keys": false}}``.
-``state|policy add|del`` change the SA database (and the kernel-side capture for policies);
-``list`` answers ``{"states": [...]}`` or ``{"policies": [...]}`` (keys only with ``"keys": true``
-and a root peer); ``flush`` removes all states or all policies.
-The argv grammar (ip-xfrm syntax) is parsed by ``ipsecd.policy.manual``.
+Request: ``{"command": "xfrm", "args": {"argv": ["state", "add", "src", ...], "keys": false}}``
+(docs/manual-keying.md). The words are parsed by ``ipsecd.policy.manual``; the daemon converts
+the parsed states and policies into SA-database entries (``ipsecd.datapath.sadb``):
+
+- ``state add|del``: install or remove one direction of an SA (inbound when its ``dst`` is an
+  address of this host); ``state list`` answers ``{"states": [...]}`` with each state's JSON form
+  plus its direction and counters, keys only with ``"keys": true`` from a root peer;
+- ``policy add|del``: change the SPD, then re-apply the kernel side (nft capture and inbound
+  drops follow the policies); ``policy list`` answers ``{"policies": [...]}``;
+- ``flush``: every state, or every policy. ``add``/``del``/``flush`` answer ``{"ok": true, "count": N}``.
 """
 
 from __future__ import annotations
 
-import importlib
-import ipaddress
+import os
 from typing import TYPE_CHECKING, Any
 
 from ipsecd.daemon.control import ControlError, JSONValue, Request
-from ipsecd.daemon.manual import policy_summary
+from ipsecd.datapath.sa import Mode
 from ipsecd.datapath.sadb import (
     ManualState,
     PolicyAction,
@@ -23,38 +27,70 @@ from ipsecd.datapath.sadb import (
     SecurityPolicy,
     Template,
 )
+from ipsecd.policy import manual
 
 if TYPE_CHECKING:
     from ipsecd.daemon.engine import Engine
 
 
-def _parser() -> Any:
+def convert_state(ms: manual.ManualState) -> ManualState:
+    """A parsed ``state add`` to an SA-database state (CBC gets a fresh random IV key)."""
     try:
-        return importlib.import_module("ipsecd.policy.manual")
-    except ImportError:
-        return None
+        params = ms.to_sa_params(iv_key=os.urandom(16))
+    except manual.ManualError as exc:
+        raise SadbError(str(exc)) from None
+    return ManualState(ms.src, ms.dst, params, ms.reqid, source=ms)
 
 
-def convert_state(obj: Any) -> ManualState:
-    """The parser's ManualState to the SA database's."""
-    params = obj.to_sa_params()
-    return ManualState(
-        ipaddress.ip_address(str(obj.src)),
-        ipaddress.ip_address(str(obj.dst)),
-        params,
-        int(getattr(obj, "reqid", 0) or 0),
+def convert_policy(mp: manual.ManualPolicy) -> SecurityPolicy:
+    """A parsed ``policy add`` to an SPD entry: allow with templates = PROTECT, allow = BYPASS,
+    block = DISCARD."""
+    templates = tuple(
+        Template(
+            t.proto.protocol,
+            Mode.TUNNEL if t.mode is manual.XfrmMode.TUNNEL else Mode.TRANSPORT,
+            t.src,
+            t.dst,
+            t.reqid,
+            t.spi,
+            t.level is manual.TmplLevel.USE,
+        )
+        for t in mp.tmpls
+    )
+    if mp.action is manual.PolicyAction.BLOCK:
+        action, templates = PolicyAction.DISCARD, ()
+    elif templates:
+        action = PolicyAction.PROTECT
+    else:
+        action = PolicyAction.BYPASS
+    return SecurityPolicy(
+        mp.sel.to_selector(), PolicyDir(mp.dir.value), action, templates, mp.priority, source=mp
     )
 
 
-def convert_policy(obj: Any) -> SecurityPolicy:
-    """The parser's ManualPolicy to an SPD entry."""
-    if isinstance(obj, SecurityPolicy):
-        return obj
-    to_sp = getattr(obj, "to_security_policy", None)
-    if to_sp is not None:
-        result: SecurityPolicy = to_sp()
-        return result
-    raise TypeError(f"cannot convert {type(obj).__name__} to a security policy")
+def state_json(sa: Any, keys: bool) -> dict[str, Any]:
+    st: ManualState = sa.state
+    base: dict[str, Any] = (
+        manual.state_to_json(st.source, keys) if isinstance(st.source, manual.ManualState) else {}
+    )
+    summary = sa.summary(keys=False)
+    base.update(
+        {
+            "direction": summary["direction"],
+            "backend": summary["backend"],
+            "counters": summary["counters"],
+        }
+    )
+    if not base.get("src"):
+        base.update({k: summary[k] for k in ("src", "dst", "proto", "spi", "mode")})
+    return base
+
+
+def policy_json(p: SecurityPolicy) -> dict[str, Any]:
+    if isinstance(p.source, manual.ManualPolicy):
+        return manual.policy_to_json(p.source)
+    sel = p.selector
+    return {"src": str(sel.src), "dst": str(sel.dst), "dir": p.direction.value, "action": p.action.value}
 
 
 class XfrmHandler:
@@ -62,60 +98,72 @@ class XfrmHandler:
         self.engine = engine
 
     def handle(self, req: Request) -> JSONValue:
-        argv = req.args.get("argv")
-        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or len(argv) < 2:
-            raise ControlError(
-                "invalid_args", "argv must be a list of strings: state|policy add|del|list|flush ..."
-            )
-        obj, verb = argv[0], argv[1]
-        if obj not in ("state", "policy"):
-            raise ControlError("invalid_args", f"unknown object {obj!r}: state or policy")
-        sadb = self.engine.sadb
-        if verb == "list":
-            keys = bool(req.args.get("keys")) and req.peer.uid == 0
-            if obj == "state":
-                states: list[JSONValue] = [sa.summary(keys=keys) for sa in sadb.states.values()]
-                return {"states": states}
-            policies: list[JSONValue] = [policy_summary(p) for p in sadb.policies]
-            return {"policies": policies}
-        if verb == "flush":
-            if obj == "state":
-                sadb.flush_states()
-            else:
-                sadb.flush_policies()
-                self.engine.refresh_kernel()
-            return {"flushed": obj}
-        if verb not in ("add", "del", "delete"):
-            raise ControlError("invalid_args", f"unknown verb {verb!r}: add, del, list or flush")
-        parser = _parser()
-        if parser is None:
-            raise ControlError("unavailable", "the ip-xfrm grammar is not available in this build")
+        argv, keys = req.args.get("argv"), bool(req.args.get("keys", False))
+        if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv):
+            raise ControlError("invalid_args", "argv must be a list of strings")
+        if keys and req.peer.uid != 0:
+            raise ControlError("forbidden", "keys are shown to root only")
         try:
-            parsed = parser.parse_xfrm(argv)
-        except ValueError as exc:
+            cmd = manual.parse_xfrm_command([str(w) for w in argv])
+        except manual.ManualError as exc:
             raise ControlError("invalid_args", str(exc)) from None
+        sadb = self.engine.sadb
         try:
-            if obj == "state":
-                if verb == "add":
-                    sadb.add_state(convert_state(parsed), self.engine.now())
-                else:
-                    st = convert_state(parsed) if hasattr(parsed, "to_sa_params") else None
-                    if st is not None:
-                        sadb.del_state(int(st.params.protocol), st.params.spi, st.dst)
-                    else:
-                        sadb.del_state(
-                            int(parsed.proto), int(parsed.spi), ipaddress.ip_address(str(parsed.dst))
-                        )
-            else:
-                pol = convert_policy(parsed)
-                if verb == "add":
-                    sadb.add_policy(pol)
-                else:
-                    sadb.del_policy(pol.selector, pol.direction)
-                self.engine.refresh_kernel()
+            if cmd.obj == "state":
+                return self._state(cmd, keys)
+            return self._policy(cmd)
         except SadbError as exc:
-            raise ControlError("conflict" if verb == "add" else "not_found", str(exc)) from None
-        return {"ok": True}
+            code = "conflict" if cmd.verb == "add" else "not_found"
+            raise ControlError(code, str(exc)) from None
+        finally:
+            del sadb
 
+    def _state(self, cmd: manual.XfrmCommand, keys: bool) -> JSONValue:
+        sadb = self.engine.sadb
+        if cmd.verb == "list":
+            states: list[JSONValue] = [state_json(sa, keys) for sa in sadb.states.values()]
+            return {"states": states}
+        if cmd.verb == "flush":
+            count = len(sadb.states)
+            sadb.flush_states()
+            return {"ok": True, "count": count}
+        if cmd.verb == "add":
+            assert isinstance(cmd.payload, manual.ManualState)
+            sadb.add_state(convert_state(cmd.payload), self.engine.now())
+            return {"ok": True, "count": 1}
+        sid = cmd.payload
+        assert isinstance(sid, manual.StateId)
+        proto = int(sid.proto.protocol)
+        found = sadb.states.get((proto, sid.spi, sid.dst))
+        if found is None or (sid.src is not None and found.state.src != sid.src):
+            raise SadbError(f"no state {sid.proto.value} spi 0x{sid.spi:08x} dst {sid.dst}")
+        sadb.del_state(proto, sid.spi, sid.dst)
+        return {"ok": True, "count": 1}
 
-__all__ = ["PolicyAction", "PolicyDir", "Template", "XfrmHandler", "convert_policy", "convert_state"]
+    def _policy(self, cmd: manual.XfrmCommand) -> JSONValue:
+        sadb = self.engine.sadb
+        if cmd.verb == "list":
+            policies: list[JSONValue] = [policy_json(p) for p in sadb.policies]
+            return {"policies": policies}
+        before = list(sadb.policies)
+        if cmd.verb == "flush":
+            count = len(sadb.policies)
+            sadb.flush_policies()
+        elif cmd.verb == "add":
+            assert isinstance(cmd.payload, manual.ManualPolicy)
+            sadb.add_policy(convert_policy(cmd.payload))
+            count = 1
+        else:
+            pid = cmd.payload
+            assert isinstance(pid, manual.PolicyId)
+            sadb.del_policy(pid.sel.to_selector(), PolicyDir(pid.dir.value))
+            count = 1
+        try:
+            self.engine.refresh_kernel()
+        except Exception as exc:  # the kernel refused: put the SPD back as it was
+            sadb.policies[:] = before
+            sadb.generation += 1
+            raise ControlError(
+                "failed", f"the kernel side could not be updated: {type(exc).__name__}"
+            ) from None
+        return {"ok": True, "count": count}

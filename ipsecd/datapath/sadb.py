@@ -67,6 +67,8 @@ class Template:
     src: IPAddress | None = None
     dst: IPAddress | None = None
     reqid: int = 0
+    spi: int = 0  # 0: any SA of that kind
+    optional: bool = False  # ip-xfrm "level use": send in clear when no SA exists
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class SecurityPolicy:
     action: PolicyAction = PolicyAction.PROTECT
     templates: tuple[Template, ...] = ()
     priority: int = 0
+    source: Any = field(default=None, compare=False, repr=False)  # the parsed ip-xfrm policy
 
     def __post_init__(self) -> None:
         if (self.action is PolicyAction.PROTECT) != bool(self.templates):
@@ -101,6 +104,7 @@ class ManualState:
     dst: IPAddress
     params: SAParams = field(repr=False)
     reqid: int = 0
+    source: Any = field(default=None, compare=False, repr=False)  # the parsed ip-xfrm state
 
     def key(self) -> tuple[int, int, IPAddress]:
         return (int(self.params.protocol), self.params.spi, self.dst)
@@ -289,17 +293,24 @@ class SADatabase:
                 and st.params.protocol == tmpl.protocol
                 and st.params.mode == tmpl.mode
                 and (tmpl.reqid == 0 or tmpl.reqid == st.reqid)
+                and (tmpl.spi == 0 or tmpl.spi == st.params.spi)
                 and not sa.transform.expired
             ):
                 return sa
         return None
 
     def outbound_bundle(self, policy: SecurityPolicy, flow: Flow) -> list[InstalledSA] | None:
-        """The SAs of a protect policy for this flow, innermost first; None if one is missing."""
+        """The SAs of a protect policy for this flow, innermost first; None if one is missing.
+
+        An optional template ("level use") without an SA is skipped; an empty list means every
+        template was optional and none had an SA: the flow goes in clear.
+        """
         chain: list[InstalledSA] = []
         for tmpl in policy.templates:
             sa = self._find_outbound(tmpl, flow)
             if sa is None:
+                if tmpl.optional:
+                    continue
                 return None
             chain.append(sa)
         return chain
@@ -335,7 +346,12 @@ class SADatabase:
             return True
         used = [(sa.state.params.protocol, sa.state.params.mode) for sa in reversed(chain)]
         wanted = [(t.protocol, t.mode) for t in policy.templates]
-        return used == wanted
+        if used == wanted:
+            return True
+        # Optional templates may be missing; the ones used must still come in order.
+        required = [(t.protocol, t.mode) for t in policy.templates if not t.optional]
+        it = iter(used)
+        return all(w in it for w in required) and all(u in wanted for u in used)
 
 
 def make_bundle(chain: Sequence[InstalledSA]) -> Transform | Bundle:
