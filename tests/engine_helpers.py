@@ -122,7 +122,9 @@ def start_daemon(
         store.write_text(store_text)
         store.chmod(0o600)
     control = lab.scratch(f"{host.name}-control.sock")
+    state = lab.scratch(f"{host.name}-state")
     argv = ["-m", "ipsecd.daemon.main", "--config", str(store), "--control", str(control), "--foreground"]
+    argv += ["--state-dir", str(state)]
     proc = host.popen_python([*argv, *extra], name="ipsecd")
     proc.wait_output(r"ipsecd: ready", 20)
     return Daemon(host, proc, control, store)

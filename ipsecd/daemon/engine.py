@@ -35,7 +35,9 @@ from ipsecd.daemon import notify
 from ipsecd.daemon import signals as daemon_signals
 from ipsecd.daemon.control import DEFAULT_SOCKET_PATH, ControlServer
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
+from ipsecd.daemon.seqstore import SeqStore
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
+from ipsecd.datapath.sa import Direction as SaDirection
 from ipsecd.datapath.sa import Protocol
 from ipsecd.datapath.sadb import (
     ManualState,
@@ -76,6 +78,7 @@ class EngineConfig:
     flush_on_exit: bool = False
     backend: str = "auto"
     soft_timeout: float = 3.0
+    state_dir: Path = Path("/var/lib/ipsecd")  # outbound sequence-number reservations
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -184,7 +187,10 @@ class Engine:
         # pyroute2's synchronous API refuses to run inside a running asyncio loop: every netlink
         # call goes through one worker thread (control-plane work only, never per packet).
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
-        self.sadb = SADatabase(lambda: self.sync(self.host.my_addresses), backend=cfg.backend)
+        self.seqs = SeqStore(cfg.state_dir / "sequence.json")
+        self.sadb = SADatabase(
+            lambda: self.sync(self.host.my_addresses), backend=cfg.backend, initial_seq=self.seqs.initial_seq
+        )
         self.loaded: Loaded | None = None
         self.router: Router | None = None
         self.tun: TunDevice | None = None
@@ -330,9 +336,13 @@ class Engine:
         now = self.now()
         try:
             self._send(self.router.tick(now))
+            outbound = []
             for sa in self.sadb.states.values():
                 sa.transform.tick(now)
                 sa.transform.drain_events()
+                if sa.direction == SaDirection.OUTBOUND:
+                    outbound.append(sa)
+            self.seqs.update(outbound)
         finally:
             self._loop.call_later(TICK, self._tick)
 

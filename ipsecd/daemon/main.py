@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tun", metavar="NAME", default="ipsecd0", help="TUN device name (default ipsecd0)")
     parser.add_argument("--tun-mtu", metavar="MTU", type=int, default=1400, help="TUN MTU (default 1400)")
     parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default="/var/lib/ipsecd",
+        help="where outbound sequence numbers are reserved across restarts (default /var/lib/ipsecd)",
+    )
+    parser.add_argument(
         "--flush-on-exit",
         action="store_true",
         help="on SIGTERM remove the capture too (default: keep it, fail closed)",
@@ -82,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_on_exit=args.flush_on_exit,
         backend=args.backend,
         control_group=args.control_group,
+        state_dir=Path(args.state_dir),
     )
     if args.control:
         cfg.control = Path(args.control)

@@ -172,6 +172,12 @@ class InstalledSA:
     state: ManualState
     direction: Direction
     transform: Transform
+    initial_seq: int = 1
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next protected packet gets (dropped packets use none)."""
+        return self.initial_seq + self.transform.counters().packets_sent
 
     def summary(self, keys: bool = False) -> dict[str, Any]:
         p = self.state.params
@@ -203,9 +209,11 @@ class SADatabase:
         my_addresses: Callable[[], Iterable[IPAddress]],
         *,
         backend: str = "auto",
+        initial_seq: Callable[[ManualState], int] | None = None,
     ) -> None:
         self._mine = my_addresses
         self.backend = backend
+        self._initial_seq = initial_seq
         self.states: dict[tuple[int, int, IPAddress], InstalledSA] = {}
         self._by_spi: dict[tuple[int, int], InstalledSA] = {}
         self.policies: list[SecurityPolicy] = []
@@ -228,8 +236,11 @@ class SADatabase:
         if key in self.states:
             raise SadbError(f"state {state.params.protocol.name} spi 0x{state.params.spi:08x} exists")
         direction = self.direction_of(state)
-        transform = make_transform(state.params, direction, self.backend, now=now)
-        sa = InstalledSA(state, direction, transform)
+        seq = 1
+        if direction == Direction.OUTBOUND and self._initial_seq is not None:
+            seq = self._initial_seq(state)
+        transform = make_transform(state.params, direction, self.backend, now=now, initial_seq=seq)
+        sa = InstalledSA(state, direction, transform, seq)
         self.states[key] = sa
         if direction == Direction.INBOUND:
             self._by_spi[(key[0], key[1])] = sa
