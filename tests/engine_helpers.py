@@ -76,9 +76,19 @@ def xfrm_config(suite: str, mode: str, encap: bool, local: str, peer: str) -> tu
     return states, policies
 
 
-def xfrm_store(suite: str, mode: str, encap: bool, local: str, peer: str, extra: str = "[daemon]\n") -> str:
-    """A store with the manual SAs in its [xfrm] table."""
-    states, policies = xfrm_config(suite, mode, encap, local, peer)
+def xfrm_store(
+    suite: str,
+    mode: str,
+    encap: bool,
+    local: str,
+    peer: str,
+    extra: str = "[daemon]\n",
+    policies: bool = True,
+) -> str:
+    """A store with the manual SAs in its [xfrm] table (and their policies unless ``policies``)."""
+    states, pols = xfrm_config(suite, mode, encap, local, peer)
+    if not policies:
+        return extra + "[xfrm]\nstates = [\n" + "".join(f"  {json.dumps(s)},\n" for s in states) + "]\n"
     return (
         extra
         + "[xfrm]\nstates = [\n"
@@ -149,7 +159,7 @@ _CLIENT = """
 import socket, sys
 marker = sys.argv[5].encode()
 s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)
-s.settimeout(15)
+s.settimeout(float(sys.argv[6]))
 if sys.argv[4] != '-': s.bind((sys.argv[4], 0))
 s.connect((sys.argv[1], int(sys.argv[2])))
 n = int(sys.argv[3]); data = (marker * (n // len(marker) + 1))[:n]
@@ -163,18 +173,30 @@ print('ok' if got == data else 'mismatch %d' % len(got))
 
 
 def tcp_echo(
-    client: Host, server: Host, dst: str, src: str | None = None, size: int = 200_000, port: int = 7000
+    client: Host,
+    server: Host,
+    dst: str,
+    src: str | None = None,
+    size: int = 200_000,
+    port: int = 7000,
+    expect_ok: bool = True,
 ) -> None:
-    """TCP round trip of ``size`` bytes of MARKER through the path; raises unless echoed intact."""
+    """TCP round trip of ``size`` bytes of MARKER through the path; raises unless echoed intact
+    (or, with ``expect_ok=False``, unless the connection fails within 2 s)."""
     import sys
 
     bind = "::" if ":" in dst else "0.0.0.0"
     srv = server.popen([sys.executable, "-c", _SERVER, bind, str(port), str(size)], name="tcp-echo")
     srv.wait_output("listening", 10)
+    timeout = "15" if expect_ok else "2"
     r = client.run(
-        [sys.executable, "-c", _CLIENT, dst, str(port), str(size), src or "-", MARKER.decode()],
+        [sys.executable, "-c", _CLIENT, dst, str(port), str(size), src or "-", MARKER.decode(), timeout],
         timeout=30,
         check=False,
     )
+    if not expect_ok:
+        assert r.returncode != 0 and "ok" not in r.stdout, r.stdout
+        srv.stop()
+        return
     srv.wait(20)
     assert r.stdout.strip() == "ok", r.stdout + r.stderr
