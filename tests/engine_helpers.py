@@ -88,6 +88,8 @@ def xfrm_store(
     """A store with the manual SAs in its [xfrm] table (and their policies unless ``policies``)."""
     states, pols = xfrm_config(suite, mode, encap, local, peer)
     if not policies:
+        pols = []
+    if not pols:
         return extra + "[xfrm]\nstates = [\n" + "".join(f"  {json.dumps(s)},\n" for s in states) + "]\n"
     return (
         extra
