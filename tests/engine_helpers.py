@@ -53,25 +53,34 @@ def _state(src: str, dst: str, spi: int, sa: dict[str, Any], mode: str, encap: b
     return words
 
 
+A6, B6 = "2001:db8::1", "2001:db8::2"
+INNER_A6, INNER_B6 = "2001:db8:a::1", "2001:db8:b::1"
+
+
 def xfrm_config(suite: str, mode: str, encap: bool, local: str, peer: str) -> tuple[list[str], list[str]]:
-    """ip-xfrm words of the states (both directions) and of the policies of the host at ``local``."""
+    """ip-xfrm words of the states (both directions) and of the policies of the host at ``local``
+    (``local``/``peer``: A4/B4 or A6/B6, either way round)."""
+    v6 = ":" in local
+    a, b = (A6, B6) if v6 else (A4, B4)
+    inner_a, inner_b = (INNER_A6, INNER_B6) if v6 else (INNER_A, INNER_B)
+    plen = 128 if v6 else 32
     states: list[str] = []
     out_t: list[str] = []
     in_t: list[str] = []
     for i, sa in enumerate(SUITES[suite]):
-        states.append(_state(A4, B4, 0x1000 + i, sa, mode, encap))
-        states.append(_state(B4, A4, 0x2000 + i, sa, mode, encap))
+        states.append(_state(a, b, 0x1000 + i, sa, mode, encap))
+        states.append(_state(b, a, 0x2000 + i, sa, mode, encap))
         ends_out = f"src {local} dst {peer} " if mode == "tunnel" else ""
         ends_in = f"src {peer} dst {local} " if mode == "tunnel" else ""
         out_t.append(f"tmpl {ends_out}proto {sa['proto']} mode {mode}")
         in_t.append(f"tmpl {ends_in}proto {sa['proto']} mode {mode}")
     if mode == "tunnel":
-        mine, theirs = (INNER_A, INNER_B) if local == A4 else (INNER_B, INNER_A)
+        mine, theirs = (inner_a, inner_b) if local == a else (inner_b, inner_a)
     else:
         mine, theirs = local, peer
     policies = [
-        f"src {mine}/32 dst {theirs}/32 dir out {' '.join(out_t)}",
-        f"src {theirs}/32 dst {mine}/32 dir in {' '.join(in_t)}",
+        f"src {mine}/{plen} dst {theirs}/{plen} dir out {' '.join(out_t)}",
+        f"src {theirs}/{plen} dst {mine}/{plen} dir in {' '.join(in_t)}",
     ]
     return states, policies
 
@@ -96,7 +105,7 @@ def xfrm_store(
         + "[xfrm]\nstates = [\n"
         + "".join(f"  {json.dumps(s)},\n" for s in states)
         + "]\n"
-        + ("policies = [\n" + "".join(f"  {json.dumps(p)},\n" for p in policies) + "]\n")
+        + ("policies = [\n" + "".join(f"  {json.dumps(p)},\n" for p in pols) + "]\n")
     )
 
 
