@@ -49,6 +49,7 @@ from ipsecd.datapath.sadb import (
 )
 from ipsecd.io import capture, nft
 from ipsecd.io.hostinfo import SystemHost
+from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMonitor
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
@@ -202,6 +203,8 @@ class Engine:
         self._config_policies: list[SecurityPolicy] = []
         self.tun_write_dropped = 0
         self.xfrm = XfrmHandler(self)
+        self._monitor: ChangeMonitor | None = None
+        self._recompile: asyncio.TimerHandle | None = None
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -454,6 +457,8 @@ class Engine:
             elif name.startswith("udp"):
                 loop.add_reader(self.sockets[name].fileno(), self._on_udp, name)
         loop.call_later(TICK, self._tick)
+        self._monitor = ChangeMonitor(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        loop.add_reader(self._monitor.fileno(), self._on_netlink)
         stop_signal: list[signal.Signals] = []
 
         def stop(sig: signal.Signals) -> None:
@@ -477,6 +482,17 @@ class Engine:
         self.log(f"stopped by {stop_signal[0].name if stop_signal else 'request'}")
         return 0
 
+    def _on_netlink(self) -> None:
+        """Addresses changed: "me" means something else now; recompile (debounced)."""
+        assert self._monitor is not None and self._loop is not None
+        if self._monitor.drain() & {"newaddr", "deladdr", "overflow"} and self._recompile is None:
+            self._recompile = self._loop.call_later(0.5, self._address_change)
+
+    def _address_change(self) -> None:
+        self._recompile = None
+        self.log("addresses changed: recompiling the policy")
+        self.reload()
+
     def _reload_signal(self) -> None:
         self.reload()
 
@@ -498,6 +514,12 @@ class Engine:
             for sock in self.sockets.values():
                 with contextlib.suppress(Exception):
                     loop.remove_reader(sock.fileno())
+            if self._monitor is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self._monitor.fileno())
+                self._monitor.close()
+            if self._recompile is not None:
+                self._recompile.cancel()
         if self.control is not None:
             await self.control.close()
         self._close_sockets()
