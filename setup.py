@@ -1,8 +1,27 @@
 """Build hook for the native data-path extension (see ipsecd/datapath/native/)."""
 
-from setuptools import setup
+from setuptools import Extension, setup
 
-ext_modules: list[object] = []
-# The native ESP/AH extension is registered here by ipsecd/datapath/native (issue 3).
+ext_modules: list[Extension] = [
+    # The native ESP/AH data path on OpenSSL libcrypto (docs/datapath.md, "Native path"). When it
+    # cannot be built or imported, ipsecd.datapath.native.AVAILABLE is False and the pure-Python
+    # fallback is used.
+    Extension(
+        "ipsecd.datapath._native",
+        sources=[
+            "ipsecd/datapath/native/module.c",
+            "ipsecd/datapath/native/sa.c",
+            "ipsecd/datapath/native/crypto.c",
+            "ipsecd/datapath/native/ah.c",
+            "ipsecd/datapath/native/ip.c",
+            "ipsecd/datapath/native/replay.c",
+        ],
+        depends=["ipsecd/datapath/native/ipsec_native.h", "ipsecd/datapath/native/sa.h"],
+        libraries=["crypto"],
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c99", "-fno-strict-aliasing"],
+        # A compiler that cannot build it must not fail the install: the Python path takes over.
+        optional=True,
+    ),
+]
 
 setup(ext_modules=ext_modules)

@@ -120,6 +120,8 @@ GRAMMAR: dict[tuple[str, str], Syntax] = {
     ("set", "filteraction"): _s({**_FILTERACTION, "newname": T.STR}, ["name"]),
     ("set", "rule"): _s({**_RULE, "newname": T.STR}, ["name", "policy"]),
     ("set", "defaultrule"): _s(_DEFAULTRULE, ["policy"]),
+    # ipsecd: the [daemon] settings that netsh keeps in the dynamic context (set config).
+    ("set", "config"): _s({"property": T.STR, "value": T.STR}, ["property", "value"]),
     ("delete", "policy"): _s({"name": T.STR}, ["name"], all_word=True),
     ("delete", "filterlist"): _s({"name": T.STR}, ["name"], all_word=True),
     # ``delete filter`` matches on addresses, protocol, ports and mirroring (no description).
@@ -144,7 +146,7 @@ GRAMMAR: dict[tuple[str, str], Syntax] = {
 VERBS_WITH_OBJECT = ("add", "set", "delete", "show")
 OBJECTS = {
     "add": ("policy", "filterlist", "filter", "filteraction", "rule"),
-    "set": ("policy", "filterlist", "filteraction", "rule", "defaultrule"),
+    "set": ("policy", "filterlist", "filteraction", "rule", "defaultrule", "config"),
     "delete": ("policy", "filterlist", "filter", "filteraction", "rule", "all"),
     "show": ("all", "policy", "rule", "filterlist", "filteraction", "filters"),
 }

@@ -21,6 +21,14 @@ from pathlib import Path
 from typing import TextIO
 
 from ipsecd.cli.context import CliError, Context
+from ipsecd.cli.dynamic import (
+    DEFAULT_CONTROL,
+    DaemonError,
+    DynamicContext,
+    run_dump,
+    run_dynamic,
+    run_monitor,
+)
 from ipsecd.cli.grammar import UsageError, parse_command
 from ipsecd.cli.hostfacts import HostFactsError, load_host_facts
 from ipsecd.cli.static import execute
@@ -36,10 +44,14 @@ USAGE = (
     """\
 usage: ipsecctl [--config PATH] [--json] [--host-facts FILE] static COMMAND [key=value ...]
        ipsecctl [--control PATH] [--store | --persist] [--keys] xfrm state|policy VERB ...
+       ipsecctl [--control SOCKET] [--json] dynamic COMMAND [key=value ...]
+       ipsecctl [--config PATH | --control SOCKET] [--json] dump
+       ipsecctl [--control SOCKET] [--interval SECONDS] [--count N] monitor
 
 commands (netsh ipsec static grammar; see docs/ipsecctl.md):
   add    policy|filterlist|filter|filteraction|rule  key=value ...
   set    policy|filterlist|filteraction|rule|defaultrule  key=value ...
+  set    config property=ipsecexempt|ikelogging|strongcrlcheck value=N
   delete policy|filterlist|filteraction|rule  name=NAME | all
   delete filter filterlist= srcaddr= dstaddr= [protocol= srcport= dstport= ...]
   delete all
@@ -49,8 +61,18 @@ commands (netsh ipsec static grammar; see docs/ipsecctl.md):
   check
   exportpolicy file=FILE | importpolicy file=FILE
 
+dynamic commands (netsh ipsec dynamic grammar; the running daemon, see docs/monitor.md):
+  show   all|config|mmfilter|qmfilter|mmpolicy|qmpolicy|rule|mmsas|qmsas|stats [key=value ...]
+         filters: srcaddr= dstaddr= srcmask= dstmask= protocol= srcport= dstport= name= type=
+         resolvedns=yes format=list|table; qmsas keys=yes: Wireshark esp_sa lines (root)
+  set    config property=ipsecexempt|ikelogging|strongcrlcheck|ipsecdiagnostics|ipsecloginterval value=N
+  delete mmsas|qmsas [srcaddr=] [dstaddr=] [protocol=] [srcport=] [dstport=]
+dump: the store as ipsecctl static commands (from --config, else from the daemon)
+monitor: live view of SAs and counters (--interval seconds, default 2; --count frames)
+
 options:
   --config PATH      store directory or single TOML file (default /etc/ipsecd)
+  --control SOCKET   the daemon's control socket (default /run/ipsecd/control.sock)
   --json             JSON output for show, match and check
   --host-facts FILE  host addresses for show filters / match, from a JSON or TOML file
   --control PATH     xfrm: the daemon's control socket (default /run/ipsecd/control.sock)
@@ -77,7 +99,7 @@ def _split_options(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str
             if eq:
                 raise UsageError(f"--{name} takes no value")
             opts[name] = True
-        elif name in ("config", "host-facts", "control"):
+        elif name in ("config", "host-facts", "control", "interval", "count"):
             if not eq:
                 nxt = next(it, None)
                 if nxt is None:
@@ -87,6 +109,52 @@ def _split_options(argv: Sequence[str]) -> tuple[dict[str, str | bool], list[str
         else:
             raise UsageError(f"unknown option --{name}")
     return opts, words
+
+
+DAEMON_COMMANDS = ("dynamic", "dump", "monitor")
+
+
+def _number_option(opts: dict[str, str | bool], name: str) -> float | None:
+    value = opts.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise UsageError(f"--{name}: expected a number, not {value!r}") from None
+    if number <= 0 or (name == "count" and not number.is_integer()):
+        raise UsageError(f"--{name}: expected a positive {'integer' if name == 'count' else 'number'}")
+    return number
+
+
+def _run_daemon_command(opts: dict[str, str | bool], words: list[str], out: TextIO, err: TextIO) -> int:
+    """``dynamic``, ``dump`` and ``monitor``: through the control socket (ipsecd.cli.dynamic)."""
+    verb = words[0].lower()
+    config = opts.get("config")
+    if config is not None and verb != "dump":
+        raise UsageError(f"--config is not used by {verb} (it talks to the daemon: --control SOCKET)")
+    if (opts.get("interval") or opts.get("count")) and verb != "monitor":
+        raise UsageError("--interval and --count are options of monitor")
+    if opts.get("json") and verb == "monitor":
+        raise UsageError("monitor has no --json (use dynamic show all --json)")
+    ctx = DynamicContext(
+        control=Path(str(opts.get("control", DEFAULT_CONTROL))),
+        json=bool(opts.get("json", False)),
+        out=out,
+        err=err,
+        config=Path(str(config)) if config is not None else None,
+    )
+    interval = _number_option(opts, "interval")
+    count = _number_option(opts, "count")
+    if interval is not None:
+        ctx.interval = interval
+    if count is not None:
+        ctx.count = int(count)
+    if verb == "dynamic":
+        return run_dynamic(ctx, words[1:])
+    if verb == "dump":
+        return run_dump(ctx, words[1:])
+    return run_monitor(ctx, words[1:])
 
 
 def run(
@@ -100,7 +168,7 @@ def run(
     err = err if err is not None else sys.stderr
     try:
         opts, words = _split_options(argv)
-        if opts.get("help") or words in (["help"], ["static", "help"]):
+        if opts.get("help") or words in (["help"], ["static", "help"], ["dynamic", "help"]):
             print(USAGE, end="", file=out)
             return 0
         config = opts.get("config", DEFAULT_CONFIG)
@@ -113,10 +181,15 @@ def run(
             )
             ctx = Context(Path(str(config)), bool(opts.get("json", False)), host, out, err)
             return run_xfrm(ctx, words[1:], xopts)
-        if any(k in opts for k in ("control", "store", "persist", "keys")):
-            raise UsageError("--control, --store, --persist and --keys are for xfrm commands")
+        if any(k in opts for k in ("store", "persist", "keys")):
+            raise UsageError("--store, --persist and --keys are for xfrm commands")
+        if words and words[0].lower() in DAEMON_COMMANDS:
+            return _run_daemon_command(opts, words, out, err)
         if not words or words[0].lower() != "static":
-            raise UsageError("expected 'static' (the netsh ipsec static context) or 'xfrm'")
+            raise UsageError("expected 'static', 'dynamic', 'dump', 'monitor' or 'xfrm'")
+        daemon_only = [f"--{o}" for o in ("control", "interval", "count") if o in opts]
+        if daemon_only:
+            raise UsageError(f"{', '.join(daemon_only)}: not used by static (it edits the store files)")
         facts = opts.get("host-facts")
         if isinstance(facts, str):
             host = load_host_facts(facts)
@@ -126,7 +199,7 @@ def run(
     except UsageError as exc:
         print(f"ipsecctl: {exc}", file=err)
         print(
-            "usage: ipsecctl [options] static COMMAND [key=value ...] | xfrm state|policy VERB ... (--help)",
+            "usage: ipsecctl [options] static|dynamic COMMAND [key=value ...] | dump | monitor | xfrm ... (--help)",
             file=err,
         )
         return 2
@@ -146,7 +219,7 @@ def run(
         print("ipsecctl: the policy's filters cannot be expanded on this host:", file=err)
         print(str(exc), file=err)
         return 1
-    except (EditError, CliError, HostFactsError) as exc:
+    except (EditError, CliError, HostFactsError, DaemonError) as exc:
         print(f"ipsecctl: {exc}", file=err)
         return 1
     except OSError as exc:

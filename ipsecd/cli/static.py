@@ -214,6 +214,8 @@ def cmd_set(ctx: Context, cmd: Command) -> int:
         and editor.find("policy", policy_arg) is None
     ) and policy_arg in _builtin_names("policy"):
         return _set_builtin_auth(ctx, cmd, editor, policy_arg)
+    if cmd.obj == "config":
+        return _set_config(ctx, cmd, editor)
     if cmd.obj == "defaultrule":
         policy = str(cmd.args["policy"])
         _require_user_object(editor, "policy", policy)
@@ -250,6 +252,24 @@ def cmd_set(ctx: Context, cmd: Command) -> int:
     if "assign" in cmd.args:
         _assign(editor, newname or name, bool(cmd.args["assign"]))
     return _commit(ctx, editor, f"set {KIND_TITLES[cmd.obj]} {name!r}")
+
+
+STORE_CONFIG = {"ipsecexempt": (0, 3), "ikelogging": (0, 1), "strongcrlcheck": (0, 2)}
+
+
+def _set_config(ctx: Context, cmd: Command, editor: StoreEditor) -> int:
+    """``set config property= value=`` (ipsecd): a ``[daemon]`` setting of the store."""
+    prop = str(cmd.args["property"]).strip().lower()
+    text = str(cmd.args["value"]).strip().lower()
+    if prop not in STORE_CONFIG:
+        raise UsageError(f"set config: property must be one of {', '.join(STORE_CONFIG)}, not {prop!r}")
+    if prop == "ikelogging" and text in ("yes", "no", "y", "n"):
+        text = "1" if parse_bool("value", text) else "0"
+    lo, hi = STORE_CONFIG[prop]
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise UsageError(f"set config: {prop} takes a number {lo}..{hi}, not {cmd.args['value']!r}")
+    editor.set_setting(prop, bool(int(text)) if prop == "ikelogging" else int(text))
+    return _commit(ctx, editor, f"set {prop} = {text}")
 
 
 def _set_builtin_auth(ctx: Context, cmd: Command, editor: StoreEditor, policy: str) -> int:
