@@ -32,7 +32,7 @@ from ipsecd.cli.dynamic import (
 from ipsecd.cli.grammar import UsageError, parse_command
 from ipsecd.cli.hostfacts import HostFactsError, load_host_facts
 from ipsecd.cli.static import execute
-from ipsecd.cli.xfrm import DEFAULT_CONTROL, XFRM_USAGE, XfrmOptions, run_xfrm
+from ipsecd.cli.xfrm import XFRM_USAGE, XfrmOptions, run_xfrm
 from ipsecd.policy.edit import EditError
 from ipsecd.policy.host import HostEnvironment
 from ipsecd.policy.order import ExpansionError
