@@ -63,6 +63,9 @@ BATCH = 256
 TICK = 0.25
 IPPROTO_RAW = 255
 MAX_TO_RULES = 64
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: as root, past net.core.rmem_max
+SO_SNDBUFFORCE = 32
+SOCKET_BUFFER = 4 << 20
 
 
 class EngineError(RuntimeError):
@@ -255,19 +258,23 @@ class Engine:
         s = self.sockets
         s["esp4"] = RawIpSocket.open(int(Protocol.ESP), 4, mark=mark)
         s["ah4"] = RawIpSocket.open(int(Protocol.AH), 4, mark=mark)
-        s["udp4"] = UdpSocket.open("0.0.0.0", 4500, mark=mark)
+        s["udp4"] = UdpSocket.open("0.0.0.0", 4500, mark=mark, gso=True, gro=True)
         sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_RAW)
         sender.setsockopt(socket.SOL_SOCKET, 36, mark)  # SO_MARK
         s["send4"] = RawIpSocket(sender, IPPROTO_RAW)
         try:
             s["esp6"] = RawIpSocket.open(int(Protocol.ESP), 6, mark=mark)
             s["ah6"] = RawIpSocket.open(int(Protocol.AH), 6, mark=mark)
-            s["udp6"] = UdpSocket.open("::", 4500, mark=mark)
+            s["udp6"] = UdpSocket.open("::", 4500, mark=mark, gso=True, gro=True)
             sender6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_RAW)
             sender6.setsockopt(socket.SOL_SOCKET, 36, mark)
             s["send6"] = RawIpSocket(sender6, IPPROTO_RAW)
         except OSError as exc:  # no IPv6 on this host
             self.log(f"IPv6 sockets unavailable: {exc}")
+        for sock in s.values():  # bursts of a fast sender must not overflow the default buffers
+            for opt in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+                with contextlib.suppress(OSError):
+                    sock.sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
 
     def _close_sockets(self) -> None:
         for sock in self.sockets.values():

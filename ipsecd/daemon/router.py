@@ -161,6 +161,16 @@ class _Pending:
     first: float
 
 
+def _flow_key(pkt: bytes) -> bytes | None:
+    """The bytes that decide an IPv4 packet's fate (protocol, addresses, ports); None otherwise.
+
+    Only unfragmented IPv4 without options is cached; everything else takes the full path.
+    """
+    if len(pkt) < 24 or pkt[0] != 0x45 or (pkt[6] & 0x3F) or pkt[7]:
+        return None
+    return pkt[9:10] + pkt[12:24]
+
+
 def _tuple(flow: Flow) -> tuple[int, int, int]:
     return (flow.version, flow.src, flow.dst)
 
@@ -197,6 +207,11 @@ class Router:
         self._bundles: dict[tuple[int, ...], Transform | Bundle] = {}
         self._bundle_gen = -1
         self.soft_actions: dict[str, bool] = {}  # filter action name -> soft (set by the engine)
+        self._addr_cache: dict[str, bytes] = {}
+        # Decisions of recent flows (header bytes -> verdict and SAs), valid for one SA-database
+        # generation: most packets of a batch belong to a few flows.
+        self._flows: dict[bytes, tuple[str, Transform | Bundle | None]] = {}
+        self._flows_gen = -1
 
     # --- outbound ------------------------------------------------------------------------------
 
@@ -246,7 +261,22 @@ class Router:
         stats = self.stats
         stats.captured += len(packets)
         groups: dict[int, tuple[Transform | Bundle, list[bytes]]] = {}
+        if self._flows_gen != self.sadb.generation or len(self._flows) > 4096:
+            self._flows.clear()
+            self._flows_gen = self.sadb.generation
+        flows = self._flows
         for pkt in packets:
+            key = _flow_key(pkt)
+            cached = flows.get(key) if key is not None else None
+            if cached is not None:
+                verdict, bundle = cached
+                if verdict == "protect":
+                    assert bundle is not None
+                    groups.setdefault(id(bundle), (bundle, []))[1].append(pkt)
+                    continue
+                if verdict == "block":
+                    stats.blocked += 1
+                    continue
             flow = flow_of(pkt)
             if flow is None:
                 stats.malformed += 1
@@ -268,10 +298,14 @@ class Router:
                 self._send_clear(pkt, flow, out)
             elif verdict == "block":
                 stats.blocked += 1
+                if key is not None:
+                    flows[key] = ("block", None)
             elif verdict == "protect":
                 assert chain is not None
                 bundle = self._bundle(chain)
                 groups.setdefault(id(bundle), (bundle, []))[1].append(pkt)
+                if key is not None:
+                    flows[key] = ("protect", bundle)
             else:
                 self._queue(pkt, flow, flt, policy, now)
         for bundle, batch in groups.values():
@@ -399,16 +433,24 @@ class Router:
             if local is None:
                 self.stats.unprotect_failed += 1
                 continue
-            src = ipaddress.ip_address(peer[0])
-            dst = ipaddress.ip_address(local)
+            src = self._packed(peer[0])
+            dst = self._packed(local)
             udp = udp_header(peer[1], NATT_PORT, data)  # checksum 0: never checked on input
             total = len(udp) + len(data)
-            if src.version == 4:
-                head = outer_ipv4(src.packed, dst.packed, 0, 0, False, PROTO_UDP, 20 + total)
+            if len(src) == 4:
+                head = outer_ipv4(src, dst, 0, 0, False, PROTO_UDP, 20 + total)
             else:
-                head = outer_ipv6(src.packed, dst.packed, 0, PROTO_UDP, total)
+                head = outer_ipv6(src, dst, 0, PROTO_UDP, total)
             packets.append(head + udp + data)
         return packets
+
+    def _packed(self, text: str) -> bytes:
+        found = self._addr_cache.get(text)
+        if found is None:
+            found = ipaddress.ip_address(text.split("%", 1)[0]).packed
+            if len(self._addr_cache) < 4096:
+                self._addr_cache[text] = found
+        return found
 
     def inbound(self, packets: Sequence[bytes], now: float) -> list[bytes]:
         stats = self.stats
