@@ -103,6 +103,10 @@ def _store_xfrm(store: Store) -> tuple[list[ManualState], list[SecurityPolicy]]:
     return [convert_state(s) for s in store.xfrm_states], [convert_policy(p) for p in store.xfrm_policies]
 
 
+def _soft_actions(store: Store) -> dict[str, bool]:
+    return {name: fa.soft for name, fa in store.filteractions.items()}
+
+
 def load_config(cfg: EngineConfig, host: SystemHost) -> Loaded:
     """Read and check everything; raises EngineError with every problem, changes nothing."""
     try:
@@ -425,10 +429,10 @@ class Engine:
         loaded.states = [kept.get(st.key(), st) for st in loaded.states]
         self.loaded = loaded
         self._config_states, self._config_policies = loaded.states, loaded.policies
-        router = self._make_router(loaded)
-        if self.router is not None:
-            router.stats = self.router.stats
-        self.router = router
+        if self.router is None:
+            self.router = self._make_router(loaded)
+        else:  # keep queues, pending acquires, soft associations and counters
+            self.router.set_policy(loaded.compiled.classifier, _soft_actions(loaded.store))
         self.log(f"reloaded: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters")
         notify.ready("running")
         return True
@@ -497,6 +501,10 @@ class Engine:
 
     def _address_change(self) -> None:
         self._recompile = None
+        before = set(self.sync(self.host.my_addresses))
+        self.host.refresh()
+        if set(self.sync(self.host.my_addresses)) == before:
+            return  # e.g. an IPv6 address finished duplicate address detection: same "me"
         self.log("addresses changed: recompiling the policy")
         self.reload()
 

@@ -213,6 +213,12 @@ class Router:
         self._flows: dict[bytes, tuple[str, Transform | Bundle | None]] = {}
         self._flows_gen = -1
 
+    def set_policy(self, classifier: Classifier, soft_actions: dict[str, bool]) -> None:
+        """A reloaded policy: new classifier; queues, soft associations and counters stay."""
+        self.classifier = classifier
+        self.soft_actions = dict(soft_actions)
+        self._flows.clear()
+
     # --- outbound ------------------------------------------------------------------------------
 
     def _bundle(self, chain: list[InstalledSA]) -> Transform | Bundle:
