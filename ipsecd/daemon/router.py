@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ipsecd.datapath.bundle import Bundle
 from ipsecd.datapath.demux import PeekKind, peek
-from ipsecd.datapath.ipheader import PROTO_AH, PROTO_ESP, PROTO_UDP, outer_ipv4, outer_ipv6, split
+from ipsecd.datapath.ipheader import PROTO_AH, PROTO_ESP, PROTO_UDP, outer_ipv6, split
 from ipsecd.datapath.sa import IPAddress, Transform
 from ipsecd.datapath.sadb import (
     Flow,
@@ -39,12 +40,14 @@ from ipsecd.datapath.sadb import (
     SecurityPolicy,
     flow_of,
 )
-from ipsecd.datapath.udpencap import NAT_KEEPALIVE, NON_ESP_MARKER, udp_header
+from ipsecd.datapath.udpencap import NAT_KEEPALIVE, NON_ESP_MARKER, UDP_HEADER_LEN
 from ipsecd.policy.classifier import Classifier
 from ipsecd.policy.model import Action
 from ipsecd.policy.order import Direction, SpecificFilter
 
 NATT_PORT = 4500  # RFC 3948 section 2
+_UDP = struct.Struct("!HHHH")
+_IPV4_HEAD = struct.Struct("!BBHHHBBH")  # RFC 791: up to the checksum; addresses follow
 IKE_PORTS = (500, 4500)
 
 
@@ -171,6 +174,15 @@ def _flow_key(pkt: bytes) -> bytes | None:
     return pkt[9:10] + pkt[12:24]
 
 
+def _carries_ipsec(pkt: bytes) -> bool:
+    """Whether a decapsulated packet is itself ESP or AH (the next layer of a bundle)."""
+    if not pkt:
+        return False
+    if pkt[0] >> 4 == 4:
+        return len(pkt) >= 20 and pkt[9] in (PROTO_ESP, PROTO_AH)
+    return True  # IPv6: extension headers may come first; let peek() walk them
+
+
 def _tuple(flow: Flow) -> tuple[int, int, int]:
     return (flow.version, flow.src, flow.dst)
 
@@ -212,12 +224,15 @@ class Router:
         # generation: most packets of a batch belong to a few flows.
         self._flows: dict[bytes, tuple[str, Transform | Bundle | None]] = {}
         self._flows_gen = -1
+        self._checks: dict[bytes, bool] = {}  # inbound policy check results, same idea
+        self._checks_gen = -1
 
     def set_policy(self, classifier: Classifier, soft_actions: dict[str, bool]) -> None:
         """A reloaded policy: new classifier; queues, soft associations and counters stay."""
         self.classifier = classifier
         self.soft_actions = dict(soft_actions)
         self._flows.clear()
+        self._checks.clear()
 
     # --- outbound ------------------------------------------------------------------------------
 
@@ -441,10 +456,12 @@ class Router:
                 continue
             src = self._packed(peer[0])
             dst = self._packed(local)
-            udp = udp_header(peer[1], NATT_PORT, data)  # checksum 0: never checked on input
-            total = len(udp) + len(data)
+            total = UDP_HEADER_LEN + len(data)
+            # Checksums 0: the transforms never verify the outer IPv4 header checksum nor the
+            # UDP checksum (RFC 3948 section 3.1.2: ESP protects the packet).
+            udp = _UDP.pack(peer[1], NATT_PORT, total, 0)
             if len(src) == 4:
-                head = outer_ipv4(src, dst, 0, 0, False, PROTO_UDP, 20 + total)
+                head = _IPV4_HEAD.pack(0x45, 0, 20 + total, 0, 0, 64, PROTO_UDP, 0) + src + dst
             else:
                 head = outer_ipv6(src, dst, 0, PROTO_UDP, total)
             packets.append(head + udp + data)
@@ -467,6 +484,9 @@ class Router:
             groups: dict[int, tuple[InstalledSA, list[tuple[bytes, list[InstalledSA]]]]] = {}
             nxt: list[tuple[bytes, list[InstalledSA]]] = []
             for pkt, chain in work:
+                if chain and not _carries_ipsec(pkt):
+                    self._deliver(pkt, chain, delivered)  # the inner packet: nothing left to remove
+                    continue
                 pk = peek(pkt)
                 if pk.kind in (PeekKind.ESP, PeekKind.ESP_IN_UDP, PeekKind.AH):
                     proto = PROTO_AH if pk.kind is PeekKind.AH else PROTO_ESP
@@ -495,10 +515,37 @@ class Router:
         return delivered
 
     def _deliver(self, pkt: bytes, chain: list[InstalledSA], delivered: list[bytes]) -> None:
-        flow = flow_of(pkt)
-        if flow is None:
+        if self._checks_gen != self.sadb.generation or len(self._checks) > 4096:
+            self._checks.clear()
+            self._checks_gen = self.sadb.generation
+        key = _flow_key(pkt)
+        if key is not None:
+            key += b"".join(sa.state.params.spi.to_bytes(4, "big") for sa in chain)
+            known = self._checks.get(key)
+            if known is not None:
+                if known:
+                    self.stats.delivered += 1
+                    delivered.append(pkt)
+                else:
+                    self.stats.policy_dropped += 1
+                return
+        allowed = self._inbound_check(pkt, chain)
+        if allowed is None:
             self.stats.unprotect_failed += 1
             return
+        if key is not None:
+            self._checks[key] = allowed
+        if not allowed:
+            self.stats.policy_dropped += 1
+            return
+        self.stats.delivered += 1
+        delivered.append(pkt)
+
+    def _inbound_check(self, pkt: bytes, chain: list[InstalledSA]) -> bool | None:
+        """RFC 4301 section 5.2 for a decapsulated packet; None when it is not an IP packet."""
+        flow = flow_of(pkt)
+        if flow is None:
+            return None
         # chain is in the order the SAs were removed: outermost first.
         allowed = self.sadb.inbound_allowed(flow, chain)
         if allowed is None:
@@ -506,8 +553,4 @@ class Router:
                 Direction.INBOUND, flow.version, flow.src, flow.dst, flow.protocol, flow.sport, flow.dport
             )
             allowed = match is None or match.action is not Action.BLOCK
-        if not allowed:
-            self.stats.policy_dropped += 1
-            return
-        self.stats.delivered += 1
-        delivered.append(pkt)
+        return allowed
