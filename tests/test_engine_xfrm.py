@@ -70,3 +70,38 @@ def test_runtime_manual_keying(lab: Lab) -> None:
     assert "mark set" not in p.a.run(["nft", "list", "chain", "inet", "ipsecd", "output"]).stdout
     assert da.call("xfrm", argv=["state", "del", "dst", B4, "proto", "esp", "spi", "0x1000"])["count"] == 1
     assert len(da.call("xfrm", argv=["state", "list"])["states"]) == 1
+
+
+def test_dynamic_show_of_the_running_daemon(lab: Lab) -> None:
+    """The monitor views (docs/monitor.md) are served by the engine and fed by the data path."""
+    p = two_hosts(lab)
+    from tests.engine_helpers import xfrm_store
+
+    da = start_daemon(lab, p.a, store_text=xfrm_store("esp-gcm", "transport", False, A4, B4))
+    start_daemon(lab, p.b, store_text=xfrm_store("esp-gcm", "transport", False, B4, A4))
+    assert p.a.ping(B4, count=3, interval=0.1).received == 3
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipsecd.cli.main",
+            "--control",
+            str(da.control),
+            "--json",
+            "dynamic",
+            "show",
+            "stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO_ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    import json
+    import time
+
+    time.sleep(0.6)  # the engine adds SA counter deltas on its 0.25 s tick
+    qm = da.call("dynamic.show", what="stats")["stats"]["quick_mode"]
+    assert qm["confidential_bytes_sent"] == qm["confidential_bytes_received"] == 3 * 84
+    del json

@@ -34,9 +34,11 @@ from typing import Any
 from ipsecd.daemon import notify
 from ipsecd.daemon import signals as daemon_signals
 from ipsecd.daemon.control import DEFAULT_SOCKET_PATH, ControlServer
+from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
 from ipsecd.daemon.seqstore import SeqStore
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
+from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
 from ipsecd.datapath.sa import Protocol
 from ipsecd.datapath.sadb import (
@@ -210,6 +212,9 @@ class Engine:
         self._config_policies: list[SecurityPolicy] = []
         self.tun_write_dropped = 0
         self.xfrm = XfrmHandler(self)
+        self.monitor = MonitorState(time.monotonic, time.time)
+        self.monitor.store_source = str(cfg.store)
+        self._last_counters: dict[int, Counters] = {}
         self._monitor: ChangeMonitor | None = None
         self._recompile: asyncio.TimerHandle | None = None
 
@@ -351,12 +356,25 @@ class Engine:
         try:
             self._send(self.router.tick(now))
             outbound = []
+            seen: dict[int, Counters] = {}
             for sa in self.sadb.states.values():
                 sa.transform.tick(now)
                 sa.transform.drain_events()
                 if sa.direction == SaDirection.OUTBOUND:
                     outbound.append(sa)
+                # Quick mode statistics of `ipsecctl dynamic show stats`: counter deltas.
+                counters = sa.transform.counters()
+                seen[id(sa)] = counters
+                before = self._last_counters.get(id(sa))
+                if before is not None and counters != before:
+                    self.monitor.add_datapath_counters(
+                        Counters(**{k: v - getattr(before, k) for k, v in counters.__dict__.items()})
+                    )
+                elif before is None:
+                    self.monitor.add_datapath_counters(counters)
+            self._last_counters = seen
             self.seqs.update(outbound)
+            self.monitor.set_mm_gauge("active_acquire", len(self.router.pending))
         finally:
             self._loop.call_later(TICK, self._tick)
 
@@ -429,6 +447,7 @@ class Engine:
         loaded.states = [kept.get(st.key(), st) for st in loaded.states]
         self.loaded = loaded
         self._config_states, self._config_policies = loaded.states, loaded.policies
+        self.monitor.set_policy(loaded.store, loaded.compiled)
         if self.router is None:
             self.router = self._make_router(loaded)
         else:  # keep queues, pending acquires, soft associations and counters
@@ -459,6 +478,8 @@ class Engine:
         self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)
         self.control.register("datapath", lambda req: self.status())
         self.control.register("xfrm", self.xfrm.handle)
+        self.monitor.set_policy(loaded.store, loaded.compiled)
+        self.monitor.register(self.control)
         await self.control.start()
         loop.add_reader(self.tun.fileno(), self._on_tun)
         for name in self.sockets:
