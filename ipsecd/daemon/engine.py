@@ -470,17 +470,30 @@ class Engine:
             raise EngineError(f"bad manual keying: {exc}") from None
         self._config_states, self._config_policies = loaded.states, loaded.policies
         self.loaded = loaded
-        self.tun = capture.open_tun(cfg.tun, cfg.tun_mtu)
-        self.apply_kernel(loaded)
-        self._open_sockets()
+        try:
+            self.tun = capture.open_tun(cfg.tun, cfg.tun_mtu)
+            self.apply_kernel(loaded)
+            self._open_sockets()
+            self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)
+        except (OSError, nft.NftError, ValueError, RuntimeError) as exc:
+            # Whatever was installed stays (fail closed); the sockets and the device fd close.
+            self._close_sockets()
+            if self.tun is not None:
+                self.tun.close()
+            raise EngineError(f"cannot set up the data path: {exc}") from None
         self.router = self._make_router(loaded)
         self.events.subscribers.append(self._on_event)
-        self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)
         self.control.register("datapath", lambda req: self.status())
         self.control.register("xfrm", self.xfrm.handle)
         self.monitor.set_policy(loaded.store, loaded.compiled)
         self.monitor.register(self.control)
-        await self.control.start()
+        try:
+            await self.control.start()
+        except (OSError, RuntimeError) as exc:
+            self._close_sockets()
+            if self.tun is not None:
+                self.tun.close()
+            raise EngineError(f"cannot serve the control socket: {exc}") from None
         loop.add_reader(self.tun.fileno(), self._on_tun)
         for name in self.sockets:
             if name.startswith(("esp", "ah")):
