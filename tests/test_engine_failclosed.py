@@ -74,3 +74,13 @@ def _env() -> dict[str, str]:
     from tests.netns import REPO_ROOT
 
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def test_flush_on_exit_option(lab: Lab) -> None:
+    p = two_hosts(lab)
+    store = xfrm_store("esp-gcm", "transport", False, A4, B4)
+    d = start_daemon(lab, p.a, store_text=store, extra=("--flush-on-exit",))
+    assert "table inet ipsecd" in p.a.run(["nft", "list", "tables"]).stdout
+    assert d.proc.stop(signal.SIGTERM, grace=5) == 0
+    assert "ipsecd" not in p.a.run(["nft", "list", "tables"]).stdout
+    assert "ipsecd0" not in p.a.run(["ip", "-o", "link", "show"]).stdout
