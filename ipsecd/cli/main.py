@@ -43,10 +43,10 @@ DEFAULT_CONFIG = "/etc/ipsecd"
 USAGE = (
     """\
 usage: ipsecctl [--config PATH] [--json] [--host-facts FILE] static COMMAND [key=value ...]
-       ipsecctl [--control PATH] [--store | --persist] [--keys] xfrm state|policy VERB ...
        ipsecctl [--control SOCKET] [--json] dynamic COMMAND [key=value ...]
        ipsecctl [--config PATH | --control SOCKET] [--json] dump
        ipsecctl [--control SOCKET] [--interval SECONDS] [--count N] monitor
+       ipsecctl [--control SOCKET] [--store | --persist] [--keys] xfrm state|policy VERB ...
 
 commands (netsh ipsec static grammar; see docs/ipsecctl.md):
   add    policy|filterlist|filter|filteraction|rule  key=value ...
@@ -75,7 +75,6 @@ options:
   --control SOCKET   the daemon's control socket (default /run/ipsecd/control.sock)
   --json             JSON output for show, match and check
   --host-facts FILE  host addresses for show filters / match, from a JSON or TOML file
-  --control PATH     xfrm: the daemon's control socket (default /run/ipsecd/control.sock)
   --store            xfrm: edit/list the store's [xfrm] table instead of the running daemon
   --persist          xfrm: change the running daemon and the store
   --keys             xfrm list: show keys (root only)
@@ -172,7 +171,10 @@ def run(
             print(USAGE, end="", file=out)
             return 0
         config = opts.get("config", DEFAULT_CONFIG)
+        xfrm_only = [f"--{o}" for o in ("store", "persist", "keys") if o in opts]
         if words and words[0].lower() == "xfrm":
+            if opts.get("interval") or opts.get("count"):
+                raise UsageError("--interval and --count are options of monitor")
             xopts = XfrmOptions(
                 control=str(opts.get("control", DEFAULT_CONTROL)),
                 store=bool(opts.get("store", False)),
@@ -181,8 +183,8 @@ def run(
             )
             ctx = Context(Path(str(config)), bool(opts.get("json", False)), host, out, err)
             return run_xfrm(ctx, words[1:], xopts)
-        if any(k in opts for k in ("store", "persist", "keys")):
-            raise UsageError("--store, --persist and --keys are for xfrm commands")
+        if xfrm_only:
+            raise UsageError(f"{', '.join(xfrm_only)}: options of xfrm commands only")
         if words and words[0].lower() in DAEMON_COMMANDS:
             return _run_daemon_command(opts, words, out, err)
         if not words or words[0].lower() != "static":

@@ -100,21 +100,21 @@ def run_xfrm(ctx: Context, words: Sequence[str], opts: XfrmOptions, connect: Con
             editor, message = _edit(ctx.config, cmd)
             _validate(editor)
             editor.write()
-        ctx.say(f"{message} in the store (applied when ipsecd starts or reloads)")
+        ctx.say(f"{message} (applied when ipsecd starts or reloads)")
         return 0
     if not opts.persist:
         result = _call(words, opts, connect, required=True)
         ctx.say(_done(cmd, result))
         return 0
     with store_lock(ctx.config):
-        editor, message = _edit(ctx.config, cmd)
+        editor, message = _edit(ctx.config, cmd, missing_ok=True)
         _validate(editor)  # a store that would be refused is never sent to the daemon either
         result = _call(words, opts, connect, required=False)
         editor.write()
     if result is None:
-        ctx.say(f"{message} in the store; ipsecd is not reachable at {opts.control}: applied when it starts")
+        ctx.say(f"{message}; ipsecd is not reachable at {opts.control}: applied when it starts")
     else:
-        ctx.say(f"{_done(cmd, result)}; {message} in the store")
+        ctx.say(f"{_done(cmd, result)}; {message}")
     return 0
 
 
@@ -205,22 +205,29 @@ def _entries(editor: StoreEditor, key: str) -> list[tuple[StoreFile, int, Manual
     return out
 
 
-def _edit(config: Path, cmd: XfrmCommand) -> tuple[StoreEditor, str]:
-    """Apply ``cmd`` to the store's documents (nothing written); returns the editor and a message."""
+def _edit(config: Path, cmd: XfrmCommand, missing_ok: bool = False) -> tuple[StoreEditor, str]:
+    """Apply ``cmd`` to the store's documents (nothing written); returns the editor and a message.
+    ``missing_ok``: a ``del`` of an entry the store does not have is not an error (--persist)."""
     editor = open_editor(config)
     key = "states" if cmd.obj == "state" else "policies"
     p = cmd.payload
     if cmd.verb == "add":
         if isinstance(p, ManualState):
             where = editor.add_xfrm(key, state_entry(p))
-            return editor, f"added state dst {p.dst} proto {p.proto.value} spi 0x{p.spi:08x} ({where})"
+            return (
+                editor,
+                f"added state dst {p.dst} proto {p.proto.value} spi 0x{p.spi:08x} to the store ({where})",
+            )
         assert isinstance(p, ManualPolicy)
         where = editor.add_xfrm(key, policy_entry(p))
-        return editor, f"added policy src {p.sel.src} dst {p.sel.dst} dir {p.dir.value} ({where})"
+        return (
+            editor,
+            f"added policy src {p.sel.src} dst {p.sel.dst} dir {p.dir.value} to the store ({where})",
+        )
     if cmd.verb == "flush":
         every = [(f, i) for f, i, _ in editor.xfrm_entries(key)]
         editor.remove_xfrm(key, every)
-        return editor, f"flushed {len(every)} {key}"
+        return editor, f"flushed {len(every)} {key} from the store"
     entries = _entries(editor, key)
     if isinstance(p, StateId):
         doomed = [(f, i) for f, i, s in entries if isinstance(s, ManualState) and s.matches(p)]
@@ -229,7 +236,9 @@ def _edit(config: Path, cmd: XfrmCommand) -> tuple[StoreEditor, str]:
         assert isinstance(p, PolicyId)
         doomed = [(f, i) for f, i, q in entries if isinstance(q, ManualPolicy) and q.key == p]
         what = f"policy src {p.sel.src} dst {p.sel.dst} dir {p.dir.value}"
+    if not doomed and missing_ok:
+        return editor, f"{what} was not in the store"
     if not doomed:
         raise EditError(f"no {what} in the store's [xfrm] {key}")
     editor.remove_xfrm(key, doomed)
-    return editor, f"deleted {what}"
+    return editor, f"deleted {what} from the store"

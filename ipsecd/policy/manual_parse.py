@@ -10,6 +10,7 @@ import contextlib
 import enum
 import ipaddress
 from collections.abc import Sequence
+from typing import TypeVar
 
 from ipsecd.policy.manual_model import (
     _SPECS,
@@ -39,6 +40,8 @@ from ipsecd.policy.manual_model import (
     XfrmSelector,
 )
 
+T = TypeVar("T")
+
 
 # -- the word cursor ---------------------------------------------------------------------------
 class _Words:
@@ -48,6 +51,7 @@ class _Words:
         self.words = list(words)
         self.i = 0
         self.offset = offset  # words before these in the user's command line (for numbering)
+        self.secrets: set[int] = set()  # indexes of key words: never echoed
 
     def more(self) -> bool:
         return self.i < len(self.words)
@@ -57,14 +61,18 @@ class _Words:
 
     def fail(self, message: str, at: int | None = None) -> ManualError:
         i = self.i if at is None else at
+        if i in self.secrets:
+            return self.secret_fail(i, message)
         if i < len(self.words):
             return ManualError(f"word {i + 1 + self.offset} {self.words[i]!r}: {message}")
         return ManualError(f"at the end: {message}")
 
     def take(self, what: str) -> str:
         if not self.more():
-            prev = self.words[self.i - 1] if self.i else ""
-            raise ManualError(f"after {prev!r}: expected {what}" if prev else f"expected {what}")
+            if not self.i:
+                raise ManualError(f"expected {what}")
+            prev = "the key" if self.i - 1 in self.secrets else repr(self.words[self.i - 1])
+            raise ManualError(f"after {prev}: expected {what}")
         w = self.words[self.i]
         self.i += 1
         return w
@@ -74,6 +82,7 @@ class _Words:
         if not self.more():
             raise ManualError(f"after {self.words[self.i - 1]!r}: expected {what}")
         self.i += 1
+        self.secrets.add(self.i - 1)
         return self.words[self.i - 1], self.i - 1
 
     def secret_fail(self, at: int, message: str) -> ManualError:
@@ -153,7 +162,6 @@ UNSUPPORTED = {
     "comp",
     "dev",
     "index",
-    "ptype",
     "type",
     "code",
     "key",
@@ -247,8 +255,8 @@ def _algo(w: _Words, kind: str) -> Algo:
     key = _key(w, f"the {name} key")
     if len(key) not in spec.key_sizes:
         salt = " (the cipher key followed by the 4-byte salt)" if kind == "aead" else ""
-        raise ManualError(
-            f"{kind} {name}: the key must be {_sizes(spec.key_sizes)} bytes{salt}, not {len(key)}"
+        raise w.secret_fail(
+            w.i - 1, f"{kind} {name}: the key must be {_sizes(spec.key_sizes)} bytes{salt}, not {len(key)}"
         )
     bits = spec.bits
     if kind in ("aead", "auth-trunc"):
@@ -256,7 +264,7 @@ def _algo(w: _Words, kind: str) -> Algo:
         bits_at = w.i
         bits = w.number(f"the {what}", 0, 4096)
         if bits != spec.bits:
-            raise w.fail(f"{name}: ipsecd supports a {what} of {spec.bits} only", bits_at)
+            raise w.fail(f"{name}: the only {what} ipsecd supports is {spec.bits}", bits_at)
     elif kind == "auth" and spec.legacy_bits:
         raise w.fail(
             f"plain 'auth {name}' truncates to {spec.legacy_bits} bits on Linux, which ipsecd does not "
@@ -381,6 +389,15 @@ def _make_state(v: dict[str, object], algos: dict[str, Algo], limits: dict[str, 
     assert isinstance(proto, XfrmProto) and isinstance(spi, int)
     if src.version != dst.version:
         raise ManualError(f"src {src} and dst {dst} are not of the same address family")
+    if v.get("mode") is XfrmMode.TUNNEL and (src.is_unspecified or dst.is_unspecified):
+        raise ManualError("a tunnel-mode state needs unicast src and dst (the tunnel endpoints)")
+    sel = v.get("sel")
+    if (
+        v.get("mode") is not XfrmMode.TUNNEL
+        and isinstance(sel, XfrmSelector)
+        and sel.src.version != src.version
+    ):
+        raise ManualError(f"sel: a transport-mode state carries IPv{src.version} traffic only (as on Linux)")
     aead, enc, auth = algos.get("aead"), algos.get("enc"), algos.get("auth")
     if proto is XfrmProto.AH:
         if aead is not None or enc is not None:
@@ -406,7 +423,7 @@ def _make_state(v: dict[str, object], algos: dict[str, Algo], limits: dict[str, 
     mode = v.get("mode", XfrmMode.TRANSPORT)
     reqid = v.get("reqid", 0)
     window = v.get("replay-window", DEFAULT_REPLAY_WINDOW)
-    encap, sel = v.get("encap"), v.get("sel")
+    encap = v.get("encap")
     assert isinstance(mode, XfrmMode) and isinstance(reqid, int) and isinstance(window, int)
     assert encap is None or isinstance(encap, Encap)
     assert sel is None or isinstance(sel, XfrmSelector)
@@ -436,6 +453,18 @@ def parse_state_id(words: Sequence[str], offset: int = 0) -> StateId:
 
 
 # -- policies ----------------------------------------------------------------------------------
+def _get(v: dict[str, object], key: str, kind: type[T], default: T) -> T:
+    value = v.get(key, default)
+    assert isinstance(value, kind)
+    return value
+
+
+def _opt_address(v: dict[str, object], key: str) -> IPAddress | None:
+    value = v.get(key)
+    assert value is None or isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address)
+    return value
+
+
 def _template(w: _Words) -> Template:
     v: dict[str, object] = {}
     start = w.i
@@ -459,16 +488,19 @@ def _template(w: _Words) -> Template:
     if v.get("spi"):
         _check_spi(w, v)
     t = Template(
-        proto=v["proto"],  # type: ignore[arg-type]
-        src=v.get("src"),  # type: ignore[arg-type]
-        dst=v.get("dst"),  # type: ignore[arg-type]
-        spi=v.get("spi", 0),  # type: ignore[arg-type]
-        mode=v.get("mode", XfrmMode.TRANSPORT),  # type: ignore[arg-type]
-        reqid=v.get("reqid", 0),  # type: ignore[arg-type]
-        level=v.get("level", TmplLevel.REQUIRED),  # type: ignore[arg-type]
+        proto=_get(v, "proto", XfrmProto, XfrmProto.ESP),
+        src=_opt_address(v, "src"),
+        dst=_opt_address(v, "dst"),
+        spi=_get(v, "spi", int, 0),
+        mode=_get(v, "mode", XfrmMode, XfrmMode.TRANSPORT),
+        reqid=_get(v, "reqid", int, 0),
+        level=_get(v, "level", TmplLevel, TmplLevel.REQUIRED),
     )
     if t.mode is XfrmMode.TUNNEL and (t.src is None or t.dst is None):
         raise w.fail("a tunnel-mode tmpl needs src and dst (the tunnel endpoints)", start - 1)
+    for a in (t.src, t.dst) if t.mode is XfrmMode.TUNNEL else ():
+        if a is not None and (a.is_unspecified or a.is_multicast):
+            raise w.fail(f"tunnel endpoint {a} must be a unicast address", start - 1)
     if t.src is not None and t.dst is not None and t.src.version != t.dst.version:
         raise w.fail("tmpl src and dst are not of the same address family", start - 1)
     return t
@@ -492,6 +524,9 @@ def _policy_words(w: _Words, want_tmpl: bool) -> tuple[dict[str, object], list[T
             v["action"] = w.choice("the action", PolicyAction)
         elif want_tmpl and kw == "priority":
             v["priority"] = w.number("the priority", 0, U32)
+        elif kw == "ptype":  # "main" is the only policy type, and the default (tutorials write it)
+            if w.take("the policy type").lower() != "main":
+                raise w.fail("only ptype main is supported", w.i - 1)
         elif want_tmpl and kw == "tmpl":
             if len(tmpls) == MAX_TEMPLATES:
                 raise w.fail(f"at most {MAX_TEMPLATES} templates", at)
@@ -513,14 +548,26 @@ def parse_policy(words: Sequence[str], offset: int = 0) -> ManualPolicy:
     sel = _build_selector(w, v, "a policy")
     if "dir" not in v:
         raise ManualError("a policy needs dir out|in|fwd")
-    action = v.get("action", PolicyAction.ALLOW)
-    if action is PolicyAction.BLOCK and tmpls:
+    if v.get("action") is PolicyAction.BLOCK and tmpls:
         raise ManualError("a block policy takes no tmpl")
+    # Transport mode keeps the addresses of the layer inside it: the selector's family, or the
+    # outer family of the tunnel-mode template before it (RFC 4301 section 4.1).
+    family = sel.src.version
+    direction = _get(v, "dir", PolicyDir, PolicyDir.OUT)
+    for i, t in enumerate(tmpls):
+        if direction is PolicyDir.OUT and t.level is TmplLevel.USE and t.mode is not XfrmMode.TRANSPORT:
+            raise ManualError(f"tmpl {i + 1}: level use needs mode transport in an out policy (as on Linux)")
+        if t.mode is XfrmMode.TUNNEL and t.dst is not None:
+            family = t.dst.version
+        elif t.dst is not None and t.dst.version != family:
+            raise ManualError(
+                f"tmpl {i + 1}: a transport-mode tmpl's addresses must be IPv{family} like the traffic it carries"
+            )
     return ManualPolicy(
         sel,
-        v["dir"],  # type: ignore[arg-type]
-        action,  # type: ignore[arg-type]
-        v.get("priority", 0),  # type: ignore[arg-type]
+        _get(v, "dir", PolicyDir, PolicyDir.OUT),
+        _get(v, "action", PolicyAction, PolicyAction.ALLOW),
+        _get(v, "priority", int, 0),
         tuple(tmpls),
     )
 
@@ -532,4 +579,4 @@ def parse_policy_id(words: Sequence[str], offset: int = 0) -> PolicyId:
     sel = _build_selector(w, v, "policy del")
     if "dir" not in v:
         raise ManualError("policy del needs dir out|in|fwd")
-    return PolicyId(sel, v["dir"])  # type: ignore[arg-type]
+    return PolicyId(sel, _get(v, "dir", PolicyDir, PolicyDir.OUT))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipsecd.policy.manual_model import (
-    DEFAULT_REPLAY_WINDOW,
     LIMIT_WORDS,
     Algo,
     ManualError,
@@ -73,9 +72,8 @@ def state_words(s: ManualState, keys: bool = True) -> list[str]:
     out = ["src", str(s.src), "dst", str(s.dst), "proto", s.proto.value, "spi", _hex(s.spi)]
     if s.reqid:
         out += ["reqid", str(s.reqid)]
-    out += ["mode", s.mode.value]
-    if s.replay_window != DEFAULT_REPLAY_WINDOW:
-        out += ["replay-window", str(s.replay_window)]
+    # Always explicit: ip xfrm's own default is 0 (no anti-replay), ipsecd's is 64.
+    out += ["mode", s.mode.value, "replay-window", str(s.replay_window)]
     if s.esn:
         out += ["flag", "esn"]
     for a in (s.aead, s.enc, s.auth):
@@ -249,9 +247,8 @@ def render_state(d: Mapping[str, Any]) -> str:
 
 def render_policy(d: Mapping[str, Any]) -> str:
     """One policy in the layout of ``ip xfrm policy list``."""
-    lines = [_sel_text(d), f"\tdir {d['dir']} priority {d['priority']}"]
-    if d.get("action") == "block":
-        lines[-1] += " action block"
+    block = " action block" if d.get("action") == "block" else ""
+    lines = [_sel_text(d), f"\tdir {d['dir']}{block} priority {d['priority']}"]
     for t in d.get("tmpls") or ():
         ends = " ".join(f"{k} {t[k]}" for k in ("src", "dst") if t.get(k))
         lines.append(f"\ttmpl {ends}".rstrip())
