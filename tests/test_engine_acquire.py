@@ -3,6 +3,8 @@ for IKE, nothing leaves in clear; with ``soft`` the flow falls back to clear aft
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from tests.engine_helpers import B4, start_daemon
@@ -46,8 +48,13 @@ def test_negotiate_without_sa(lab: Lab, soft: bool) -> None:
     [acq] = st["acquires"]
     assert (acq["src"], acq["dst"], acq["protocol"], acq["soft"]) == ("192.0.2.1", B4, 1, soft)
     if not soft:
+        # The IKE exemption (always on) lets UDP 500 through in clear, outside the capture.
+        captured = d.status()["router"]["captured"]
+        p.a.run([sys.executable, "-c", _IKE_SEND, B4], timeout=10)
         cap.stop()
-        assert cap.count("icmp") == 0
+        assert cap.count("icmp and src host 192.0.2.1") == 0  # (b answers port unreachable)
+        assert cap.count("udp port 500") == 2
+        assert d.status()["router"]["captured"] == captured
         return
     # soft: after the negotiation timeout (3 s) the flow goes in clear, both ways.
     wait_until(lambda: d.status()["router"]["soft_fallbacks"] == 1, 10, what="the soft fallback")
@@ -56,3 +63,11 @@ def test_negotiate_without_sa(lab: Lab, soft: bool) -> None:
     assert "192.0.2.2" in p.a.run(["nft", "list", "set", "inet", "ipsecd", "soft4"]).stdout
     cap.stop()
     assert cap.count("icmp and src host 192.0.2.1") >= 3
+
+
+_IKE_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"not really IKE", (sys.argv[1], 500))
+s.sendto(b"not really IKE", (sys.argv[1], 500))
+"""

@@ -18,6 +18,7 @@ table) stays in place so nothing the policy protects leaves in clear while the d
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import ipaddress
@@ -211,6 +212,8 @@ class Engine:
         self._config_states: list[ManualState] = []
         self._config_policies: list[SecurityPolicy] = []
         self.tun_write_dropped = 0
+        # Reader callbacks per source: packets / callbacks is the mean batch size.
+        self.callbacks: collections.Counter[str] = collections.Counter()
         self.xfrm = XfrmHandler(self)
         self.monitor = MonitorState(time.monotonic, time.time)
         self.monitor.store_source = str(cfg.store)
@@ -296,12 +299,14 @@ class Engine:
     def _on_tun(self) -> None:
         assert self.tun is not None and self.router is not None
         pkts = self.tun.read_batch(BATCH)
+        self.callbacks["tun"] += 1
         if pkts:
             self._send(self.router.outbound(pkts, self.now()))
 
     def _on_raw4(self, name: str) -> None:
         assert self.router is not None
         got = self.sockets[name].recv_batch(BATCH)
+        self.callbacks[name] += 1
         if got:
             self._deliver(self.router.inbound([p.data for p in got], self.now()))
 
@@ -323,6 +328,7 @@ class Engine:
     def _on_udp(self, name: str) -> None:
         assert self.router is not None
         got = self.sockets[name].recv_batch(BATCH)
+        self.callbacks[name] += 1
         if got:
             pkts = self.router.udp_to_packets([(d.data, d.peer, d.local) for d in got])
             if pkts:
@@ -395,6 +401,7 @@ class Engine:
             "filters": len(self.loaded.compiled.filters) if self.loaded else 0,
             "tun": {"name": self.cfg.tun, **(self.tun.stats.__dict__ if self.tun else {})},
             "tun_write_dropped": self.tun_write_dropped,
+            "callbacks": dict(self.callbacks),
             "router": dict(r.stats.__dict__) if r else {},
             "states": [sa.summary() for sa in self.sadb.states.values()],
             "policies": len(self.sadb.policies),
