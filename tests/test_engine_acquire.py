@@ -3,6 +3,7 @@ for IKE, nothing leaves in clear; with ``soft`` the flow falls back to clear aft
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pytest
@@ -61,6 +62,11 @@ def test_negotiate_without_sa(lab: Lab, soft: bool) -> None:
     assert d.status()["soft_associations"] == [{"local": "192.0.2.1", "peer": B4, "rule": "secure b"}]
     assert p.a.ping(B4, count=3, interval=0.1).received == 3
     assert "192.0.2.2" in p.a.run(["nft", "list", "set", "inet", "ipsecd", "soft4"]).stdout
+    # A reload re-makes the nft table: the soft association's set element comes back with it.
+    d.proc.proc.send_signal(signal.SIGHUP)
+    d.proc.wait_output("reloaded", 10)
+    assert "192.0.2.2" in p.a.run(["nft", "list", "set", "inet", "ipsecd", "soft4"]).stdout
+    assert p.b.ping("192.0.2.1", count=2, interval=0.1).received == 2  # b's plaintext gets in
     cap.stop()
     assert cap.count("icmp and src host 192.0.2.1") >= 3
 

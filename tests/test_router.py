@@ -240,3 +240,14 @@ def test_nft_match_ranges() -> None:
     assert m.expr() == "ip saddr 192.0.2.1-192.0.2.3 meta l4proto 17 th sport 1000-2000 th dport 53"
     assert NftMatch(6, (0, 2**128 - 1), (0, 2**128 - 1)).expr() == "meta nfproto ipv6"
     assert NftRule(m, DROP).verdict == DROP
+
+
+def test_nft_inbound_verdicts_follow_the_filter_action() -> None:
+    from ipsecd.daemon.engine import Loaded, nft_config
+    from ipsecd.io.nft import ACCEPT
+
+    for inpass, soft, want in ((True, False, ACCEPT), (False, True, SOFT_DROP), (False, False, DROP)):
+        st = parse_store_texts([("s.toml", store(soft=soft, inpass=inpass))])
+        cfg = nft_config("tun9", Loaded(st, compile_store(st, HOST), [], []))
+        # negotiate filters (b, c) take the action's verdict; the block filter always drops.
+        assert [r.verdict for r in cfg.inbound] == [want, want, DROP]

@@ -233,6 +233,9 @@ class Engine:
     def apply_kernel(self, loaded: Loaded) -> None:
         """nft table (one transaction) and the to-NET rules for tunnel destinations."""
         nft.apply(nft.build_ruleset(nft_config(self.cfg.tun, self._with_runtime_policies(loaded))))
+        if self.router is not None:  # the table was re-made: its soft-association sets too
+            for assoc in self.router.soft.values():
+                nft.add_soft_peer(assoc.peer)
         self.sync(capture.setup, self.cfg.tun, to_networks(loaded))
 
     def _with_runtime_policies(self, loaded: Loaded) -> Loaded:
