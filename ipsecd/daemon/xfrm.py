@@ -107,7 +107,6 @@ class XfrmHandler:
             cmd = manual.parse_xfrm_command([str(w) for w in argv])
         except manual.ManualError as exc:
             raise ControlError("invalid_args", str(exc)) from None
-        sadb = self.engine.sadb
         try:
             if cmd.obj == "state":
                 return self._state(cmd, keys)
@@ -115,8 +114,6 @@ class XfrmHandler:
         except SadbError as exc:
             code = "conflict" if cmd.verb == "add" else "not_found"
             raise ControlError(code, str(exc)) from None
-        finally:
-            del sadb
 
     def _state(self, cmd: manual.XfrmCommand, keys: bool) -> JSONValue:
         sadb = self.engine.sadb

@@ -364,6 +364,3 @@ class SADatabase:
         it = iter(used)
         return all(w in it for w in required) and all(u in wanted for u in used)
 
-
-def make_bundle(chain: Sequence[InstalledSA]) -> Transform | Bundle:
-    return chain[0].transform if len(chain) == 1 else Bundle([sa.transform for sa in chain])
