@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipsecd.datapath.bundle import Bundle
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.ipheader import PORT_PROTOCOLS, upper_layer
 from ipsecd.datapath.sa import (
@@ -363,4 +362,3 @@ class SADatabase:
         required = [(t.protocol, t.mode) for t in policy.templates if not t.optional]
         it = iter(used)
         return all(w in it for w in required) and all(u in wanted for u in used)
-
