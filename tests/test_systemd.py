@@ -191,11 +191,14 @@ def test_ipsecd_version() -> None:
     assert r.stdout.strip() == f"ipsecd {__version__}"
 
 
-def test_ipsecd_run_path_is_honestly_not_implemented(capsys: pytest.CaptureFixture[str]) -> None:
-    assert daemon_main.main(["--config", "/tmp/store"]) == 2
-    assert "ipsecd: daemon not implemented yet (config /tmp/store)" in capsys.readouterr().err
-    assert daemon_main.main(["--flush"]) == 2
-    assert "--flush not implemented yet" in capsys.readouterr().err
+def test_ipsecd_bad_store_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "ipsecd.toml"
+    bad.write_text("[daemon]\nipsecexempt = 9\n")
+    assert daemon_main.main(["--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot load the store" in err and "ipsecexempt" in err
+    assert daemon_main.main(["--config", str(tmp_path / "missing")]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         daemon_main.main(["--bogus"])
     assert info.value.code == 2

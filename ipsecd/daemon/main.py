@@ -1,20 +1,26 @@
 """The ``ipsecd`` command (console script ``ipsecd = ipsecd.daemon.main:main``).
 
-Only the command line exists so far: the engine (store loading, IKE, data path) is being built
-elsewhere.  Running the daemon or ``--flush`` prints that it is not implemented and exits with
-status 2; ``--version`` works.  The systemd unit (systemd/ipsecd.service) already points here.
+    ipsecd --config STORE [--foreground] [--control PATH] [--tun NAME] [--flush-on-exit]
+    ipsecd --flush [--tun NAME]
+
+Runs the asyncio engine (``ipsecd.daemon.engine``) until SIGTERM/SIGINT. A bad store is reported
+with every issue and exit status 1, before anything on the host changes. ``--flush`` removes what a
+previous ipsecd left in the kernel (the nft table ``inet ipsecd``, the policy-routing rules and
+table, the persistent TUN device): the only way to lift the fail-closed capture.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ipsecd import __version__
 
 DEFAULT_CONFIG = "/etc/ipsecd"
-EXIT_NOT_IMPLEMENTED = 2
+EXIT_CONFIG = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,17 +32,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="DIR",
         default=DEFAULT_CONFIG,
-        help=f"policy store directory (default {DEFAULT_CONFIG})",
+        help=f"policy store directory or file (default {DEFAULT_CONFIG})",
     )
     parser.add_argument(
         "--flush",
         action="store_true",
-        help="remove every SA and filter a previous ipsecd left behind, then exit",
+        help="remove the capture a previous ipsecd left behind (nft table, rules, TUN device), then exit",
     )
     parser.add_argument(
         "--foreground",
         action="store_true",
-        help="stay in the foreground and log to stderr too (ipsecd never forks; systemd runs it so)",
+        help="stay in the foreground and log to stderr (ipsecd never forks; systemd runs it so)",
+    )
+    parser.add_argument("--control", metavar="PATH", default=None, help="control socket path")
+    parser.add_argument("--control-group", metavar="GROUP", default=None, help="group allowed on the socket")
+    parser.add_argument("--tun", metavar="NAME", default="ipsecd0", help="TUN device name (default ipsecd0)")
+    parser.add_argument(
+        "--tun-mtu",
+        metavar="MTU",
+        type=int,
+        default=None,
+        help="TUN MTU (default: the smallest MTU of the other links minus 128 for ESP/UDP overhead)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default="/var/lib/ipsecd",
+        help="where outbound sequence numbers are reserved across restarts (default /var/lib/ipsecd)",
+    )
+    parser.add_argument(
+        "--flush-on-exit",
+        action="store_true",
+        help="on SIGTERM remove the capture too (default: keep it, fail closed)",
+    )
+    parser.add_argument(
+        "--backend", choices=("auto", "native", "python"), default="auto", help="ESP/AH implementation"
     )
     parser.add_argument("--version", action="version", version=f"ipsecd {__version__}")
     return parser
@@ -44,9 +74,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    what = "--flush" if args.flush else "daemon"
-    print(f"ipsecd: {what} not implemented yet (config {args.config})", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+    from ipsecd.daemon.engine import Engine, EngineConfig, EngineError, flush_all
+
+    if args.flush:
+        try:
+            removed = flush_all(args.tun)
+        except Exception as exc:
+            print(f"ipsecd: flush failed: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        for what in removed:
+            print(f"ipsecd: removed {what}")
+        if not removed:
+            print("ipsecd: nothing to flush")
+        return 0
+    cfg = EngineConfig(
+        store=Path(args.config),
+        tun=args.tun,
+        tun_mtu=args.tun_mtu,
+        flush_on_exit=args.flush_on_exit,
+        backend=args.backend,
+        control_group=args.control_group,
+        state_dir=Path(args.state_dir),
+    )
+    if args.control:
+        cfg.control = Path(args.control)
+    try:
+        return asyncio.run(Engine(cfg).run())
+    except EngineError as exc:
+        print(f"ipsecd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,621 @@
+"""The daemon's asyncio engine: store -> classifier -> kernel plumbing -> packet loops -> control.
+
+Start: load the store (a bad store is an error before anything on the host changes), compile the
+assigned policy with ``SystemHost``, open (or reattach to) the persistent TUN device, install the
+policy-routing table and rules (``ipsecd.io.capture``) and the nftables table
+(``ipsecd.io.nft``), open the sockets (raw ESP/AH, UDP 4500 shared with IKE, a raw IP sender),
+all marked with the bypass mark so the daemon's own packets are never captured, then serve the
+control socket and tell systemd it is ready.
+
+Packets: every socket is a reader on the loop; each callback drains a batch (up to ``BATCH``) and
+hands it to ``ipsecd.daemon.router.Router`` in one call (never one packet per callback).
+
+Stop (SIGTERM/SIGINT): sockets and the control socket close; the capture (TUN device, rules, nft
+table) stays in place so nothing the policy protects leaves in clear while the daemon is away
+(fail closed), unless ``flush_on_exit``. SIGHUP: reload the store, applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipsecd.daemon import notify
+from ipsecd.daemon import signals as daemon_signals
+from ipsecd.daemon.control import DEFAULT_SOCKET_PATH, ControlServer
+from ipsecd.daemon.monitor import MonitorState
+from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
+from ipsecd.daemon.seqstore import SeqStore
+from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
+from ipsecd.datapath.counters import Counters
+from ipsecd.datapath.sa import Direction as SaDirection
+from ipsecd.datapath.sa import Protocol
+from ipsecd.datapath.sadb import (
+    ManualState,
+    PolicyAction,
+    PolicyDir,
+    SADatabase,
+    SadbError,
+    SecurityPolicy,
+)
+from ipsecd.io import capture, nft
+from ipsecd.io.hostinfo import SystemHost
+from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMonitor, Netlink
+from ipsecd.io.raw import RawIpSocket
+from ipsecd.io.tun import TunDevice
+from ipsecd.io.udp import UdpSocket
+from ipsecd.policy.classifier import CompiledPolicy, compile_store
+from ipsecd.policy.issues import StoreError
+from ipsecd.policy.model import Action, Store
+from ipsecd.policy.order import Direction, ExpansionError
+from ipsecd.policy.store import load_store
+
+BATCH = 256
+TICK = 0.25
+IPPROTO_RAW = 255
+MAX_TO_RULES = 64
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: as root, past net.core.rmem_max
+SO_SNDBUFFORCE = 32
+SOCKET_BUFFER = 4 << 20
+
+
+# What ESP/AH may add to a captured packet: IPv6 outer header (40), UDP (8), ESP header (8),
+# IV (16), padding (up to 15) and trailer (2), ICV (up to 32) = 121, rounded up.
+TUN_OVERHEAD = 128
+TUN_MTU_DEFAULT = 1400  # when no other link says better
+IPV6_MIN_MTU = 1280  # RFC 8200 section 5: below it the kernel turns IPv6 off on the device
+
+
+def auto_tun_mtu(tun: str) -> int:
+    """The TUN MTU: the smallest MTU of the host's other links that are up, minus the overhead."""
+    with Netlink() as nl:
+        names = nl.link_names()
+        mtus = []
+        for name in names.values():
+            if name in ("lo", tun):
+                continue
+            with contextlib.suppress(OSError):
+                mtus.append(nl.link_mtu(name))
+    if not mtus:
+        return TUN_MTU_DEFAULT
+    return max(IPV6_MIN_MTU, min(mtus) - TUN_OVERHEAD)
+
+
+class EngineError(RuntimeError):
+    """Startup or reload failed; the message is for the operator."""
+
+
+@dataclass
+class EngineConfig:
+    store: Path
+    control: Path = DEFAULT_SOCKET_PATH
+    control_group: str | None = None
+    tun: str = capture.DEFAULT_TUN
+    tun_mtu: int | None = None  # None: the smallest MTU of the other links minus TUN_OVERHEAD
+    flush_on_exit: bool = False
+    backend: str = "auto"
+    soft_timeout: float = 3.0
+    state_dir: Path = Path("/var/lib/ipsecd")  # outbound sequence-number reservations
+    log: Callable[[str], None] = field(
+        default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
+    )
+
+
+@dataclass
+class Loaded:
+    """Everything read from the configuration, before anything is applied."""
+
+    store: Store
+    compiled: CompiledPolicy
+    states: list[ManualState]
+    policies: list[SecurityPolicy]
+
+
+def _store_xfrm(store: Store) -> tuple[list[ManualState], list[SecurityPolicy]]:
+    """The store's ``[xfrm]`` states and policies (docs/manual-keying.md)."""
+    return [convert_state(s) for s in store.xfrm_states], [convert_policy(p) for p in store.xfrm_policies]
+
+
+def _soft_actions(store: Store) -> dict[str, bool]:
+    return {name: fa.soft for name, fa in store.filteractions.items()}
+
+
+def load_config(cfg: EngineConfig, host: SystemHost) -> Loaded:
+    """Read and check everything; raises EngineError with every problem, changes nothing."""
+    try:
+        store = load_store(cfg.store)
+        compiled = compile_store(store, host)
+        states, policies = _store_xfrm(store)
+    except (StoreError, ExpansionError) as exc:
+        raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
+    except ValueError as exc:
+        raise EngineError(f"bad manual keying in the store: {exc}") from None
+    return Loaded(store, compiled, states, policies)
+
+
+def _filter_match(f: Any) -> nft.NftMatch:
+    return nft.NftMatch(
+        f.version,
+        (f.src.first, f.src.last),
+        (f.dst.first, f.dst.last),
+        f.protocol,
+        (f.srcport, f.srcport) if f.srcport else (0, 65535),
+        (f.dstport, f.dstport) if f.dstport else (0, 65535),
+    )
+
+
+def _policy_match(p: SecurityPolicy) -> nft.NftMatch:
+    s = p.selector
+    return nft.NftMatch(
+        s.src.version,
+        (int(s.src.network_address), int(s.src.broadcast_address)),
+        (int(s.dst.network_address), int(s.dst.broadcast_address)),
+        s.protocol,
+        s.src_ports,
+        s.dst_ports,
+    )
+
+
+def nft_config(tun: str, loaded: Loaded) -> nft.NftConfig:
+    """Kernel-side rules from the manual policies (first) and the specific filters, in order."""
+    out: list[nft.NftRule] = []
+    inb: list[nft.NftRule] = []
+    for p in loaded.policies:
+        m = _policy_match(p)
+        if p.direction is PolicyDir.OUT:
+            out.append(nft.NftRule(m, nft.PASS if p.action is PolicyAction.BYPASS else nft.CAPTURE))
+        else:
+            inb.append(nft.NftRule(m, nft.ACCEPT if p.action is PolicyAction.BYPASS else nft.DROP))
+    actions = loaded.store.filteractions
+    for f in loaded.compiled.filters:
+        m = _filter_match(f)
+        if f.direction is Direction.OUTBOUND:
+            out.append(nft.NftRule(m, nft.PASS if f.action is Action.PERMIT else nft.CAPTURE))
+            continue
+        fa = actions.get(f.filteraction)
+        if f.action is Action.PERMIT or (f.action is Action.NEGOTIATE and fa is not None and fa.inpass):
+            inb.append(nft.NftRule(m, nft.ACCEPT))
+        elif f.action is Action.NEGOTIATE and fa is not None and fa.soft:
+            inb.append(nft.NftRule(m, nft.SOFT_DROP))
+        else:
+            inb.append(nft.NftRule(m, nft.DROP))
+    return nft.NftConfig(tun, tuple(out), tuple(inb), loaded.compiled.exemptions)
+
+
+def to_networks(loaded: Loaded) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Destinations of tunnels, routed to the TUN device when main has no route for them."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for p in loaded.policies:
+        tunnel = any(t.mode.name == "TUNNEL" for t in p.templates)
+        if p.direction is PolicyDir.OUT and p.selector.dst.prefixlen > 0 and tunnel:
+            nets.append(p.selector.dst)
+    for f in loaded.compiled.filters:
+        if f.direction is Direction.OUTBOUND and f.tunnel is not None and f.action is Action.NEGOTIATE:
+            first = (
+                ipaddress.ip_address(f.dst.first) if f.version == 4 else ipaddress.IPv6Address(f.dst.first)
+            )
+            last = ipaddress.ip_address(f.dst.last) if f.version == 4 else ipaddress.IPv6Address(f.dst.last)
+            nets.extend(n for n in ipaddress.summarize_address_range(first, last) if n.prefixlen > 0)
+    return list(dict.fromkeys(nets))[:MAX_TO_RULES]
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.log = cfg.log
+        self.host = SystemHost()
+        self.events = EventChannel()
+        # pyroute2's synchronous API refuses to run inside a running asyncio loop: every netlink
+        # call goes through one worker thread (control-plane work only, never per packet).
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
+        self.seqs = SeqStore(cfg.state_dir / "sequence.json")
+        self.sadb = SADatabase(
+            lambda: self.sync(self.host.my_addresses), backend=cfg.backend, initial_seq=self.seqs.initial_seq
+        )
+        self.loaded: Loaded | None = None
+        self.router: Router | None = None
+        self.tun: TunDevice | None = None
+        self.sockets: dict[str, Any] = {}
+        self.control: ControlServer | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._config_states: list[ManualState] = []
+        self._config_policies: list[SecurityPolicy] = []
+        self.tun_write_dropped = 0
+        # Reader callbacks per source: packets / callbacks is the mean batch size.
+        self.callbacks: collections.Counter[str] = collections.Counter()
+        self.xfrm = XfrmHandler(self)
+        self.monitor = MonitorState(time.monotonic, time.time)
+        self.monitor.store_source = str(cfg.store)
+        self._last_counters: dict[int, Counters] = {}
+        self._monitor: ChangeMonitor | None = None
+        self._recompile: asyncio.TimerHandle | None = None
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a netlink-using call on the worker thread and wait for it."""
+        return self._worker.submit(fn, *args).result(timeout=60)
+
+    def apply_kernel(self, loaded: Loaded) -> None:
+        """nft table (one transaction) and the to-NET rules for tunnel destinations."""
+        nft.apply(nft.build_ruleset(nft_config(self.cfg.tun, self._with_runtime_policies(loaded))))
+        if self.router is not None:  # the table was re-made: its soft-association sets too
+            for assoc in self.router.soft.values():
+                nft.add_soft_peer(assoc.peer)
+        self.sync(capture.setup, self.cfg.tun, to_networks(loaded))
+
+    def _with_runtime_policies(self, loaded: Loaded) -> Loaded:
+        """The loaded configuration with the policies installed at run time (ipsecctl xfrm)."""
+        return Loaded(loaded.store, loaded.compiled, loaded.states, list(self.sadb.policies))
+
+    def refresh_kernel(self) -> None:
+        if self.loaded is not None:
+            self.apply_kernel(self.loaded)
+
+    def _install_manual(self, states: Sequence[ManualState], policies: Sequence[SecurityPolicy]) -> None:
+        now = self.now()
+        for st in states:
+            self.sadb.add_state(st, now)
+        for p in policies:
+            self.sadb.add_policy(p)
+
+    def _remove_manual(self, states: Sequence[ManualState], policies: Sequence[SecurityPolicy]) -> None:
+        for st in states:
+            with contextlib.suppress(SadbError):
+                self.sadb.del_state(int(st.params.protocol), st.params.spi, st.dst)
+        for p in policies:
+            with contextlib.suppress(SadbError):
+                self.sadb.del_policy(p.selector, p.direction)
+
+    def _make_router(self, loaded: Loaded) -> Router:
+        router = Router(
+            loaded.compiled.classifier, self.sadb, self.events, soft_timeout=self.cfg.soft_timeout
+        )
+        router.soft_actions = {name: fa.soft for name, fa in loaded.store.filteractions.items()}
+        return router
+
+    def _open_sockets(self) -> None:
+        mark = nft.BYPASS_MARK
+        s = self.sockets
+        s["esp4"] = RawIpSocket.open(int(Protocol.ESP), 4, mark=mark)
+        s["ah4"] = RawIpSocket.open(int(Protocol.AH), 4, mark=mark)
+        s["udp4"] = UdpSocket.open("0.0.0.0", 4500, mark=mark, gso=True, gro=True)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_RAW)
+        sender.setsockopt(socket.SOL_SOCKET, 36, mark)  # SO_MARK
+        s["send4"] = RawIpSocket(sender, IPPROTO_RAW)
+        try:
+            s["esp6"] = RawIpSocket.open(int(Protocol.ESP), 6, mark=mark)
+            s["ah6"] = RawIpSocket.open(int(Protocol.AH), 6, mark=mark)
+            s["udp6"] = UdpSocket.open("::", 4500, mark=mark, gso=True, gro=True)
+            sender6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_RAW)
+            sender6.setsockopt(socket.SOL_SOCKET, 36, mark)
+            s["send6"] = RawIpSocket(sender6, IPPROTO_RAW)
+        except OSError as exc:  # no IPv6 on this host
+            self.log(f"IPv6 sockets unavailable: {exc}")
+        for sock in s.values():  # bursts of a fast sender must not overflow the default buffers
+            for opt in (SO_RCVBUFFORCE, SO_SNDBUFFORCE):
+                with contextlib.suppress(OSError):
+                    sock.sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets.values():
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.sockets.clear()
+
+    # --- packet loops --------------------------------------------------------------------------
+
+    def _on_tun(self) -> None:
+        assert self.tun is not None and self.router is not None
+        pkts = self.tun.read_batch(BATCH)
+        self.callbacks["tun"] += 1
+        if pkts:
+            self._send(self.router.outbound(pkts, self.now()))
+
+    def _on_raw4(self, name: str) -> None:
+        assert self.router is not None
+        got = self.sockets[name].recv_batch(BATCH)
+        self.callbacks[name] += 1
+        if got:
+            self._deliver(self.router.inbound([p.data for p in got], self.now()))
+
+    def _on_raw6(self, name: str) -> None:
+        from ipsecd.datapath.ipheader import outer_ipv6
+
+        assert self.router is not None
+        sock: RawIpSocket = self.sockets[name]
+        got = sock.recv_batch(BATCH)
+        pkts = []
+        for p in got:
+            if p.local is None:
+                continue
+            src, dst = ipaddress.IPv6Address(p.peer.split("%")[0]), ipaddress.IPv6Address(p.local)
+            pkts.append(outer_ipv6(src.packed, dst.packed, 0, sock.protocol, len(p.data)) + p.data)
+        if pkts:
+            self._deliver(self.router.inbound(pkts, self.now()))
+
+    def _on_udp(self, name: str) -> None:
+        assert self.router is not None
+        got = self.sockets[name].recv_batch(BATCH)
+        self.callbacks[name] += 1
+        if got:
+            pkts = self.router.udp_to_packets([(d.data, d.peer, d.local) for d in got])
+            if pkts:
+                self._deliver(self.router.inbound(pkts, self.now()))
+
+    def _deliver(self, pkts: list[bytes]) -> None:
+        if pkts and self.tun is not None:
+            done = self.tun.write_batch(pkts)
+            self.tun_write_dropped += len(pkts) - done
+
+    def _send(self, out: Outgoing) -> None:
+        s = self.sockets
+        if out.raw4:
+            s["send4"].send_batch(out.raw4)
+        if out.udp4:
+            s["udp4"].send_batch(out.udp4)
+        if out.raw6:
+            for payload, dst, src, proto in out.raw6:
+                sock = s.get("esp6" if proto == int(Protocol.ESP) else "ah6")
+                if sock is not None:
+                    sock.send(payload, dst, src)
+        if out.udp6 and "udp6" in s:
+            s["udp6"].send_batch(out.udp6)
+        if out.clear6 and "send6" in s:
+            s["send6"].send_batch(out.clear6)
+
+    def _tick(self) -> None:
+        if self._loop is None or self.router is None:
+            return
+        now = self.now()
+        try:
+            self._send(self.router.tick(now))
+            outbound = []
+            seen: dict[int, Counters] = {}
+            for sa in self.sadb.states.values():
+                sa.transform.tick(now)
+                sa.transform.drain_events()
+                if sa.direction == SaDirection.OUTBOUND:
+                    outbound.append(sa)
+                # Quick mode statistics of `ipsecctl dynamic show stats`: counter deltas.
+                counters = sa.transform.counters()
+                seen[id(sa)] = counters
+                before = self._last_counters.get(id(sa))
+                if before is not None and counters != before:
+                    self.monitor.add_datapath_counters(
+                        Counters(**{k: v - getattr(before, k) for k, v in counters.__dict__.items()})
+                    )
+                elif before is None:
+                    self.monitor.add_datapath_counters(counters)
+            self._last_counters = seen
+            self.seqs.update(outbound)
+            self.monitor.set_mm_gauge("active_acquire", len(self.router.pending))
+        finally:
+            self._loop.call_later(TICK, self._tick)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, SoftAssociation):
+            try:
+                nft.add_soft_peer(event.peer)
+            except nft.NftError as exc:
+                self.log(f"soft association {event.peer}: {exc}")
+            self.log(f"soft association: {event.local} -> {event.peer} in clear (rule {event.rule})")
+
+    # --- control -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        r = self.router
+        return {
+            "policy": self.loaded.compiled.policy if self.loaded else None,
+            "filters": len(self.loaded.compiled.filters) if self.loaded else 0,
+            "tun": {"name": self.cfg.tun, **(self.tun.stats.__dict__ if self.tun else {})},
+            "tun_write_dropped": self.tun_write_dropped,
+            "callbacks": dict(self.callbacks),
+            "router": dict(r.stats.__dict__) if r else {},
+            "states": [sa.summary() for sa in self.sadb.states.values()],
+            "policies": len(self.sadb.policies),
+            "acquires": [
+                {"src": str(e.src), "dst": str(e.dst), "protocol": e.protocol, "soft": e.soft}
+                for e in self.events.pending()
+                if not isinstance(e, SoftAssociation)
+            ],
+            "soft_associations": [
+                {"local": str(a.local), "peer": str(a.peer), "rule": a.rule}
+                for a in (r.soft.values() if r else [])
+            ],
+            "sockets": {k: v.stats.__dict__ for k, v in self.sockets.items()},
+        }
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read everything and apply it whole, or keep the running configuration."""
+        notify.reloading("reloading the store")
+        try:
+            self.host.refresh()
+            loaded = self.sync(load_config, self.cfg, self.host)
+        except EngineError as exc:
+            self.log(f"reload refused, keeping the running configuration: {exc}")
+            notify.ready("running (reload failed)")
+            return False
+        # Keep what did not change (an SA re-created would restart its sequence numbers).
+        old_states, old_policies = self._config_states, self._config_policies
+        same_states = {st.key() for st in old_states} & {st.key() for st in loaded.states}
+        same_states = {
+            k
+            for k in same_states
+            if next(o.source for o in old_states if o.key() == k)
+            == next(n.source for n in loaded.states if n.key() == k)
+        }
+        gone = [st for st in old_states if st.key() not in same_states]
+        new = [st for st in loaded.states if st.key() not in same_states]
+        self._remove_manual(gone, old_policies)
+        try:
+            self._install_manual(new, loaded.policies)
+            self.apply_kernel(loaded)
+        except (SadbError, nft.NftError, OSError) as exc:
+            self._remove_manual(new, loaded.policies)
+            self._install_manual(gone, old_policies)
+            if self.loaded is not None:
+                self.apply_kernel(self.loaded)
+            self.log(f"reload refused, keeping the running configuration: {exc}")
+            notify.ready("running (reload failed)")
+            return False
+        kept = {st.key(): st for st in old_states if st.key() in same_states}
+        loaded.states = [kept.get(st.key(), st) for st in loaded.states]
+        self.loaded = loaded
+        self._config_states, self._config_policies = loaded.states, loaded.policies
+        self.monitor.set_policy(loaded.store, loaded.compiled)
+        if self.router is None:
+            self.router = self._make_router(loaded)
+        else:  # keep queues, pending acquires, soft associations and counters
+            self.router.set_policy(loaded.compiled.classifier, _soft_actions(loaded.store))
+        self.log(f"reloaded: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters")
+        notify.ready("running")
+        return True
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        loaded = self.sync(load_config, cfg, self.host)  # EngineError before anything changes
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._stop = asyncio.Event()
+        try:
+            self._install_manual(loaded.states, loaded.policies)
+        except SadbError as exc:
+            raise EngineError(f"bad manual keying: {exc}") from None
+        self._config_states, self._config_policies = loaded.states, loaded.policies
+        self.loaded = loaded
+        try:
+            mtu = cfg.tun_mtu if cfg.tun_mtu is not None else self.sync(auto_tun_mtu, cfg.tun)
+            self.tun = capture.open_tun(cfg.tun, mtu)
+            self.apply_kernel(loaded)
+            self._open_sockets()
+            self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)
+        except (OSError, nft.NftError, ValueError, RuntimeError) as exc:
+            # Whatever was installed stays (fail closed); the sockets and the device fd close.
+            self._close_sockets()
+            if self.tun is not None:
+                self.tun.close()
+            raise EngineError(f"cannot set up the data path: {exc}") from None
+        self.router = self._make_router(loaded)
+        self.events.subscribers.append(self._on_event)
+        self.control.register("datapath", lambda req: self.status())
+        self.control.register("xfrm", self.xfrm.handle)
+        self.monitor.set_policy(loaded.store, loaded.compiled)
+        self.monitor.register(self.control)
+        try:
+            await self.control.start()
+        except (OSError, RuntimeError) as exc:
+            self._close_sockets()
+            if self.tun is not None:
+                self.tun.close()
+            raise EngineError(f"cannot serve the control socket: {exc}") from None
+        loop.add_reader(self.tun.fileno(), self._on_tun)
+        for name in self.sockets:
+            if name.startswith(("esp", "ah")):
+                cb = self._on_raw4 if name.endswith("4") else self._on_raw6
+                loop.add_reader(self.sockets[name].fileno(), cb, name)
+            elif name.startswith("udp"):
+                loop.add_reader(self.sockets[name].fileno(), self._on_udp, name)
+        loop.call_later(TICK, self._tick)
+        self._monitor = ChangeMonitor(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        loop.add_reader(self._monitor.fileno(), self._on_netlink)
+        stop_signal: list[signal.Signals] = []
+
+        def stop(sig: signal.Signals) -> None:
+            stop_signal.append(sig)
+            assert self._stop is not None
+            self._stop.set()
+
+        uninstall = daemon_signals.install(loop, reload=self._reload_signal, reopen=lambda: None, stop=stop)
+        self.log(
+            f"ready: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters, "
+            f"{len(self.sadb.states)} SAs, {len(self.sadb.policies)} manual policies, tun {self.tun.name}, "
+            f"backend {self._backend_name()}, pid {os.getpid()}"
+        )
+        notify.ready("running")
+        try:
+            await self._stop.wait()
+        finally:
+            notify.stopping()
+            uninstall()
+            await self.shutdown()
+        self.log(f"stopped by {stop_signal[0].name if stop_signal else 'request'}")
+        return 0
+
+    def _on_netlink(self) -> None:
+        """Addresses changed: "me" means something else now; recompile (debounced)."""
+        assert self._monitor is not None and self._loop is not None
+        if self._monitor.drain() & {"newaddr", "deladdr", "overflow"} and self._recompile is None:
+            self._recompile = self._loop.call_later(0.5, self._address_change)
+
+    def _address_change(self) -> None:
+        self._recompile = None
+        before = set(self.sync(self.host.my_addresses))
+        self.host.refresh()
+        if set(self.sync(self.host.my_addresses)) == before:
+            return  # e.g. an IPv6 address finished duplicate address detection: same "me"
+        self.log("addresses changed: recompiling the policy")
+        self.reload()
+
+    def _reload_signal(self) -> None:
+        self.reload()
+
+    def _backend_name(self) -> str:
+        from ipsecd.datapath.factory import native_available
+
+        if self.cfg.backend == "python" or os.environ.get("IPSECD_NATIVE") == "0":
+            return "python"
+        return "native" if native_available() else "python"
+
+    def _control_error(self, command: str, exc: BaseException) -> None:
+        self.log(f"control command {command!r} failed: {type(exc).__name__}")
+
+    async def shutdown(self) -> None:
+        loop = self._loop
+        if loop is not None and self.tun is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self.tun.fileno())
+            for sock in self.sockets.values():
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(sock.fileno())
+            if self._monitor is not None:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self._monitor.fileno())
+                self._monitor.close()
+            if self._recompile is not None:
+                self._recompile.cancel()
+        if self.control is not None:
+            await self.control.close()
+        self._close_sockets()
+        if self.tun is not None:
+            self.tun.close()
+        if self.cfg.flush_on_exit:
+            self.sync(flush_all, self.cfg.tun)
+        self._worker.shutdown(wait=False)
+
+
+def flush_all(tun: str = capture.DEFAULT_TUN) -> list[str]:
+    """``ipsecd --flush``: the nft table, the rules and routes, the persistent TUN device."""
+    removed = []
+    if nft.delete_table():
+        removed.append(f"nft table {nft.FAMILY} {nft.TABLE}")
+    removed += capture.flush(tun)
+    return removed
