@@ -21,10 +21,14 @@ import logging
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING
 
 from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.native import _config, _pad16, _selectors
 from ipsecd.datapath.sa import FULL_PORTS, Direction, ExpiryReason, Mode, Protocol, SAParams
+
+if TYPE_CHECKING:
+    from ipsecd.datapath._fastpath import FastPath as _CFastPath
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +170,7 @@ class FastPath:
     """The fast path over `tun_fd` and `udp_fd`; it owns both from here on (closed by `close()`)."""
 
     def __init__(self, tun_fd: int, udp_fd: int, *, vnet_hdr: bool = False, offload: int = 0) -> None:
-        self._fp = _need().FastPath(tun_fd, udp_fd, vnet_hdr, offload)
+        self._fp: _CFastPath = _need().FastPath(tun_fd, udp_fd, vnet_hdr, offload)
         self._directions: dict[int, tuple[Direction, int]] = {}
 
     @classmethod
