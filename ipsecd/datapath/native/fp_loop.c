@@ -441,6 +441,25 @@ out:
 
 /* --- RX: ESP-in-UDP -> TUN ----------------------------------------------------------------- */
 
+/* Receive-side coalescing for the TUN (IFF_VNET_HDR only): consecutive in-order TCP segments of one
+ * flow (same addresses, ports, ACK number, header bytes and segment size; only ACK/PSH flags) are
+ * merged into one super-packet written with gso_type TCPV4/TCPV6, so the kernel's stack handles one
+ * packet instead of up to 45. */
+#define GRO_SLOTS 8
+#define GRO_CAP (VNET_LEN + PKT_MAX)
+
+struct gro_slot {
+    unsigned char *buf; /* vnet header room, then the packet */
+    size_t len;         /* packet bytes (without the vnet header) */
+    size_t hl;          /* IP + TCP header bytes */
+    size_t mss;         /* payload bytes of the first segment */
+    unsigned count;     /* segments merged */
+    uint32_t next_seq;
+    unsigned age;
+    int version;
+    int closed;         /* the last segment was short or carried PSH: nothing may follow */
+};
+
 struct rx_ctx {
     struct fastpath *fp;
     struct fp_stats *st;
@@ -453,7 +472,158 @@ struct rx_ctx {
         struct cmsghdr align;
     } cm[RX_MSGS];
     unsigned char *out; /* VNET_LEN bytes of header room, then the inner packet */
+    struct gro_slot gro[GRO_SLOTS];
+    unsigned gro_clock;
 };
+
+static void tun_write(struct rx_ctx *c, unsigned char *vbuf, size_t plen)
+{
+    struct fastpath *fp = c->fp;
+    ssize_t r;
+    if (fp->feat.vnet_hdr)
+        r = write(fp->tun_fd, vbuf, plen + VNET_LEN);
+    else
+        r = write(fp->tun_fd, vbuf + VNET_LEN, plen);
+    if (r < 0) {
+        c->st->v[S_TUN_TX_ERRORS]++;
+    } else {
+        c->st->v[S_TUN_TX_PACKETS]++;
+        c->st->v[S_TUN_TX_BYTES] += plen;
+    }
+}
+
+static void gro_flush(struct rx_ctx *c, struct gro_slot *g)
+{
+    unsigned char *v = g->buf, *p = g->buf + VNET_LEN;
+    if (g->count == 0)
+        return;
+    memset(v, 0, VNET_LEN);
+    if (g->count > 1) {
+        size_t iphl = g->version == 4 ? (size_t)(p[0] & 0x0F) * 4 : 40, l4len = g->len - iphl;
+        if (g->version == 4) {
+            nat_put16(p + 2, (uint16_t)g->len);
+            p[10] = p[11] = 0;
+            nat_put16(p + 10, finish(fsum(p, iphl, 0)));
+        } else {
+            nat_put16(p + 4, (uint16_t)l4len);
+        }
+        /* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the kernel adds the rest. */
+        nat_put16(p + iphl + 16, (uint16_t)pseudo(p, g->version, 6, l4len));
+        v[0] = VNET_F_NEEDS_CSUM;
+        v[1] = g->version == 4 ? GSO_TCPV4 : GSO_TCPV6;
+        v[2] = (unsigned char)g->hl;
+        v[3] = (unsigned char)(g->hl >> 8);
+        v[4] = (unsigned char)g->mss;
+        v[5] = (unsigned char)(g->mss >> 8);
+        v[6] = (unsigned char)iphl;
+        v[7] = (unsigned char)(iphl >> 8);
+        v[8] = 16;
+        c->st->v[S_TUN_TX_GRO]++;
+    }
+    tun_write(c, v, g->len);
+    g->count = 0;
+}
+
+static void gro_flush_all(struct rx_ctx *c)
+{
+    int i;
+    for (i = 0; i < GRO_SLOTS; i++)
+        gro_flush(c, &c->gro[i]);
+}
+
+/* Same flow: addresses and ports. */
+static int gro_same_flow(const struct gro_slot *g, const unsigned char *p, int version, size_t iphl)
+{
+    const unsigned char *q = g->buf + VNET_LEN;
+    size_t qiphl = g->version == 4 ? (size_t)(q[0] & 0x0F) * 4 : 40;
+    if (g->count == 0 || g->version != version)
+        return 0;
+    if (version == 4 ? memcmp(q + 12, p + 12, 8) != 0 : memcmp(q + 8, p + 8, 32) != 0)
+        return 0;
+    return memcmp(q + qiphl, p + iphl, 4) == 0;
+}
+
+/* Deliver one decrypted packet (at vbuf + VNET_LEN, n bytes) through the coalescer. */
+static void rx_deliver(struct rx_ctx *c, unsigned char *vbuf, size_t n)
+{
+    unsigned char *p = vbuf + VNET_LEN, *th;
+    struct gro_slot *g = NULL, *victim = NULL;
+    int version = p[0] >> 4, i;
+    size_t iphl, thl, hl, payload;
+    unsigned flags;
+    if (!c->fp->feat.vnet_hdr) {
+        tun_write(c, vbuf, n);
+        return;
+    }
+    if (version == 4) {
+        iphl = (size_t)(p[0] & 0x0F) * 4;
+        if (iphl != 20 || p[9] != 6 || (nat_get16(p + 6) & 0x3FFF) != 0)
+            goto direct; /* options, not TCP, or a fragment */
+    } else {
+        iphl = 40;
+        if (p[6] != 6)
+            goto direct;
+    }
+    if (n < iphl + 20)
+        goto direct;
+    th = p + iphl;
+    thl = (size_t)(th[12] >> 4) * 4;
+    hl = iphl + thl;
+    flags = th[13];
+    if (thl < 20 || hl > n)
+        goto direct;
+    payload = n - hl;
+    for (i = 0; i < GRO_SLOTS; i++)
+        if (gro_same_flow(&c->gro[i], p, version, iphl)) {
+            g = &c->gro[i];
+            break;
+        }
+    if (g != NULL) {
+        const unsigned char *q = g->buf + VNET_LEN, *qt = q + iphl;
+        int ok = !g->closed && payload > 0 && payload <= g->mss && g->hl == hl && (flags & ~0x08u) == 0x10
+                 && nat_get32(th + 4) == g->next_seq && g->len + payload <= PKT_MAX
+                 && memcmp(qt + 8, th + 8, 4) == 0               /* ACK number */
+                 && memcmp(qt + 14, th + 14, 2) == 0             /* window */
+                 && memcmp(qt + 20, th + 20, thl - 20) == 0      /* options (timestamps) */
+                 && (version == 4 ? q[1] == p[1] && q[8] == p[8] && (q[6] & 0x40) == (p[6] & 0x40)
+                                  : memcmp(q, p, 4) == 0 && q[7] == p[7]);
+        if (ok) {
+            memcpy(g->buf + VNET_LEN + g->len, p + hl, payload);
+            g->len += payload;
+            g->count++;
+            g->next_seq += (uint32_t)payload;
+            if (payload < g->mss || (flags & 0x08))
+                g->closed = 1;
+            g->buf[VNET_LEN + iphl + 13] |= (unsigned char)(flags & 0x08);
+            return;
+        }
+        gro_flush(c, g); /* keep the flow's order: what is held goes first */
+    }
+    if (payload == 0 || (flags & ~0x08u) != 0x10)
+        goto direct;
+    for (i = 0; g == NULL && i < GRO_SLOTS; i++)
+        if (c->gro[i].count == 0)
+            g = &c->gro[i];
+    if (g == NULL) {
+        for (i = 0; i < GRO_SLOTS; i++)
+            if (victim == NULL || c->gro[i].age < victim->age)
+                victim = &c->gro[i];
+        gro_flush(c, victim);
+        g = victim;
+    }
+    memcpy(g->buf + VNET_LEN, p, n);
+    g->len = n;
+    g->hl = hl;
+    g->mss = payload;
+    g->count = 1;
+    g->version = version;
+    g->next_seq = nat_get32(th + 4) + (uint32_t)payload;
+    g->closed = (flags & 0x08) != 0;
+    g->age = c->gro_clock++;
+    return;
+direct:
+    tun_write(c, vbuf, n);
+}
 
 static void rx_datagram(struct rx_ctx *c, unsigned char *d, size_t n, const struct sockaddr_storage *from)
 {
@@ -500,18 +670,8 @@ static void rx_datagram(struct rx_ctx *c, unsigned char *d, size_t n, const stru
         c->st->v[S_UNPROTECT_DROPS]++;
         return;
     }
-    if (fp->feat.vnet_hdr) {
-        memset(c->out, 0, VNET_LEN);
-        if (write(fp->tun_fd, c->out, outlen + VNET_LEN) < 0)
-            c->st->v[S_TUN_TX_ERRORS]++;
-        else
-            c->st->v[S_TUN_TX_PACKETS]++;
-    } else if (write(fp->tun_fd, c->out + VNET_LEN, outlen) < 0) {
-        c->st->v[S_TUN_TX_ERRORS]++;
-    } else {
-        c->st->v[S_TUN_TX_PACKETS]++;
-    }
-    c->st->v[S_TUN_TX_BYTES] += outlen;
+    memset(c->out, 0, VNET_LEN);
+    rx_deliver(c, c->out, outlen);
 }
 
 static void *rx_main(void *arg)
@@ -526,6 +686,11 @@ static void *rx_main(void *arg)
     c->out = malloc(VNET_LEN + OUT_CAP);
     if (c->out == NULL)
         goto out;
+    for (i = 0; i < GRO_SLOTS; i++) {
+        c->gro[i].buf = malloc(GRO_CAP);
+        if (c->gro[i].buf == NULL)
+            goto out;
+    }
     for (i = 0; i < RX_MSGS; i++) {
         c->bufs[i] = malloc(RX_BUF);
         if (c->bufs[i] == NULL)
@@ -579,6 +744,7 @@ static void *rx_main(void *arg)
                     rx_datagram(c, c->bufs[m] + RX_HEAD + off, dl, &c->from[m]);
                 }
             }
+            gro_flush_all(c);
             pthread_rwlock_unlock(&fp->lock);
             if (r < RX_MSGS)
                 break;
@@ -587,6 +753,8 @@ static void *rx_main(void *arg)
 out:
     for (i = 0; i < RX_MSGS; i++)
         free(c->bufs[i]);
+    for (i = 0; i < GRO_SLOTS; i++)
+        free(c->gro[i].buf);
     free(c->out);
     free(c);
     return NULL;
