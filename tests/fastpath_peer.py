@@ -74,7 +74,9 @@ def run_fast(a: argparse.Namespace, out_p: SAParams, in_p: SAParams) -> dict[str
     fp = FastPath.over_tun(tun, sock.detach())
     oh = fp.add_sa(out_p, Direction.OUTBOUND)
     fp.add_sa(in_p, Direction.INBOUND)
-    fp.add_filter(FastFilter(1, 100, ip_network(a.local_net), ip_network(a.remote_net), Action.PROTECT, sa=oh))
+    fp.add_filter(
+        FastFilter(1, 100, ip_network(a.local_net), ip_network(a.remote_net), Action.PROTECT, sa=oh)
+    )
     _route(tun.name, a)
     fp.start()
     print(f"ready mode=fast tun={tun.name} {fp.features().describe()}", flush=True)
@@ -139,8 +141,30 @@ def start_pair(
     pair = netns.two_hosts(lab)
     procs = []
     for host, mode, me, other, net, rnet, spi_o, spi_i, k_o, k_i in (
-        (pair.a, modes[0], "192.0.2.1", "192.0.2.2", "10.1.0.0/24", "10.2.0.0/24", SPI_AB, SPI_BA, KEY_AB, KEY_BA),
-        (pair.b, modes[1], "192.0.2.2", "192.0.2.1", "10.2.0.0/24", "10.1.0.0/24", SPI_BA, SPI_AB, KEY_BA, KEY_AB),
+        (
+            pair.a,
+            modes[0],
+            "192.0.2.1",
+            "192.0.2.2",
+            "10.1.0.0/24",
+            "10.2.0.0/24",
+            SPI_AB,
+            SPI_BA,
+            KEY_AB,
+            KEY_BA,
+        ),
+        (
+            pair.b,
+            modes[1],
+            "192.0.2.2",
+            "192.0.2.1",
+            "10.2.0.0/24",
+            "10.1.0.0/24",
+            SPI_BA,
+            SPI_AB,
+            KEY_BA,
+            KEY_AB,
+        ),
     ):
         args = [
             "-m",
