@@ -55,6 +55,8 @@ enum fp_stat {
     "nat_keepalive_packets", "rx_malformed", "unprotect_drops", "tun_tx_packets", "tun_tx_bytes", \
     "tun_tx_errors", "events_dropped", "gso_fallbacks", "tun_tx_coalesced" }
 
+struct tx_ctx;
+
 struct fp_sa {
     struct nat_sa sa;
     uint32_t handle;
@@ -145,6 +147,8 @@ struct fastpath {
     int signalled;
     /* Threads. */
     pthread_t tx, rx;
+    struct tx_ctx *txc;             /* TX state: used under txmu by the TX thread or, idle, the RX thread */
+    pthread_mutex_t txmu;
     int running;
     volatile int stopping;
     struct fp_stats tx_stats, rx_stats, py_stats;

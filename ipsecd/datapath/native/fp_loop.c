@@ -401,9 +401,35 @@ static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n)
     }
 }
 
-static void *tx_main(void *arg)
+/* One round of TX work: read the TUN until it is empty (or `batch` packets), protect, send.
+ * Caller holds fp->txmu (the TX thread, or the RX thread when the TX thread is idle). */
+static void tx_round(struct fastpath *fp)
 {
-    struct fastpath *fp = arg;
+    struct tx_ctx *c = fp->txc;
+    size_t i;
+    pthread_rwlock_rdlock(&fp->lock);
+    for (i = 0; i < fp->batch; i++) {
+        ssize_t r = read(fp->tun_fd, c->rbuf, VNET_LEN + PKT_MAX + 1);
+        if (r <= 0)
+            break; /* EAGAIN: drained */
+        tx_packet(c, c->rbuf, (size_t)r);
+    }
+    flush(c);
+    pthread_rwlock_unlock(&fp->lock);
+}
+
+static void tx_ctx_free(struct tx_ctx *c)
+{
+    if (c == NULL)
+        return;
+    free(c->rbuf);
+    free(c->segbuf);
+    free(c->arena);
+    free(c);
+}
+
+static struct tx_ctx *tx_ctx_new(struct fastpath *fp)
+{
     struct tx_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
@@ -412,30 +438,26 @@ static void *tx_main(void *arg)
     c->rbuf = malloc(VNET_LEN + PKT_MAX + 1);
     c->segbuf = malloc(SEGBUF);
     c->arena = malloc(ARENA);
-    if (c->rbuf == NULL || c->segbuf == NULL || c->arena == NULL)
-        goto out;
+    if (c->rbuf == NULL || c->segbuf == NULL || c->arena == NULL) {
+        tx_ctx_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void *tx_main(void *arg)
+{
+    struct fastpath *fp = arg;
     while (!fp->stopping) {
         struct pollfd pfd[2] = {{fp->tun_fd, POLLIN, 0}, {fp->stop_fd, POLLIN, 0}};
-        size_t i;
         if (poll(pfd, 2, 200) <= 0 || fp->stopping)
             continue;
         if (!(pfd[0].revents & POLLIN))
             continue;
-        pthread_rwlock_rdlock(&fp->lock);
-        for (i = 0; i < fp->batch; i++) {
-            ssize_t r = read(fp->tun_fd, c->rbuf, VNET_LEN + PKT_MAX + 1);
-            if (r <= 0)
-                break; /* EAGAIN: drained */
-            tx_packet(c, c->rbuf, (size_t)r);
-        }
-        flush(c);
-        pthread_rwlock_unlock(&fp->lock);
+        pthread_mutex_lock(&fp->txmu);
+        tx_round(fp);
+        pthread_mutex_unlock(&fp->txmu);
     }
-out:
-    free(c->rbuf);
-    free(c->segbuf);
-    free(c->arena);
-    free(c);
     return NULL;
 }
 
@@ -456,7 +478,7 @@ struct gro_slot {
     unsigned count;     /* segments merged */
     uint32_t next_seq;
     unsigned age;
-    int version;
+    int version, proto;
     int closed;         /* the last segment was short or carried PSH: nothing may follow */
 };
 
@@ -500,6 +522,7 @@ static void gro_flush(struct rx_ctx *c, struct gro_slot *g)
     memset(v, 0, VNET_LEN);
     if (g->count > 1) {
         size_t iphl = g->version == 4 ? (size_t)(p[0] & 0x0F) * 4 : 40, l4len = g->len - iphl;
+        int tcp = g->proto == 6;
         if (g->version == 4) {
             nat_put16(p + 2, (uint16_t)g->len);
             p[10] = p[11] = 0;
@@ -507,17 +530,20 @@ static void gro_flush(struct rx_ctx *c, struct gro_slot *g)
         } else {
             nat_put16(p + 4, (uint16_t)l4len);
         }
-        /* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the kernel adds the rest. */
-        nat_put16(p + iphl + 16, (uint16_t)pseudo(p, g->version, 6, l4len));
+        if (!tcp)
+            nat_put16(p + iphl + 4, (uint16_t)l4len);
+        /* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the kernel adds the rest
+         * for every segment it cuts. */
+        nat_put16(p + iphl + (tcp ? 16 : 6), (uint16_t)pseudo(p, g->version, g->proto, l4len));
         v[0] = VNET_F_NEEDS_CSUM;
-        v[1] = g->version == 4 ? GSO_TCPV4 : GSO_TCPV6;
+        v[1] = tcp ? (g->version == 4 ? GSO_TCPV4 : GSO_TCPV6) : GSO_UDP_L4;
         v[2] = (unsigned char)g->hl;
         v[3] = (unsigned char)(g->hl >> 8);
         v[4] = (unsigned char)g->mss;
         v[5] = (unsigned char)(g->mss >> 8);
         v[6] = (unsigned char)iphl;
         v[7] = (unsigned char)(iphl >> 8);
-        v[8] = 16;
+        v[8] = tcp ? 16 : 6;
         c->st->v[S_TUN_TX_GRO]++;
     }
     tun_write(c, v, g->len);
@@ -531,62 +557,68 @@ static void gro_flush_all(struct rx_ctx *c)
         gro_flush(c, &c->gro[i]);
 }
 
-/* Same flow: addresses and ports. */
-static int gro_same_flow(const struct gro_slot *g, const unsigned char *p, int version, size_t iphl)
+/* Same flow: protocol, addresses and ports. */
+static int gro_same_flow(const struct gro_slot *g, const unsigned char *p, int version, int proto, size_t iphl)
 {
     const unsigned char *q = g->buf + VNET_LEN;
     size_t qiphl = g->version == 4 ? (size_t)(q[0] & 0x0F) * 4 : 40;
-    if (g->count == 0 || g->version != version)
+    if (g->count == 0 || g->version != version || g->proto != proto)
         return 0;
     if (version == 4 ? memcmp(q + 12, p + 12, 8) != 0 : memcmp(q + 8, p + 8, 32) != 0)
         return 0;
     return memcmp(q + qiphl, p + iphl, 4) == 0;
 }
 
-/* Deliver one decrypted packet (at vbuf + VNET_LEN, n bytes) through the coalescer. */
+/* Deliver one decrypted packet (at vbuf + VNET_LEN, n bytes) through the coalescer: TCP segments
+ * in sequence (only ACK/PSH, same ACK number, window and options), or UDP datagrams of one size
+ * (the last may be shorter) become one GSO super-packet. */
 static void rx_deliver(struct rx_ctx *c, unsigned char *vbuf, size_t n)
 {
     unsigned char *p = vbuf + VNET_LEN, *th;
     struct gro_slot *g = NULL, *victim = NULL;
-    int version = p[0] >> 4, i;
+    int version = p[0] >> 4, proto, i, tcp;
     size_t iphl, thl, hl, payload;
-    unsigned flags;
-    if (!c->fp->feat.vnet_hdr) {
-        tun_write(c, vbuf, n);
-        return;
-    }
+    unsigned flags = 0x10;
+    if (!c->fp->feat.vnet_hdr)
+        goto direct;
     if (version == 4) {
         iphl = (size_t)(p[0] & 0x0F) * 4;
-        if (iphl != 20 || p[9] != 6 || (nat_get16(p + 6) & 0x3FFF) != 0)
-            goto direct; /* options, not TCP, or a fragment */
+        proto = p[9];
+        if (iphl != 20 || (nat_get16(p + 6) & 0x3FFF) != 0)
+            goto direct; /* options or a fragment */
     } else {
         iphl = 40;
-        if (p[6] != 6)
-            goto direct;
+        proto = p[6];
     }
-    if (n < iphl + 20)
+    tcp = proto == 6;
+    if ((proto != 6 && proto != 17) || n < iphl + (tcp ? 20 : 8))
         goto direct;
+    if (!tcp && !(c->fp->feat.offload & 0x60))
+        goto direct; /* the kernel took no USO: it may not take UDP super-packets either */
     th = p + iphl;
-    thl = (size_t)(th[12] >> 4) * 4;
+    thl = tcp ? (size_t)(th[12] >> 4) * 4 : 8;
     hl = iphl + thl;
-    flags = th[13];
-    if (thl < 20 || hl > n)
+    if (tcp)
+        flags = th[13];
+    if (thl < (tcp ? 20u : 8u) || hl > n || (!tcp && nat_get16(th + 4) != n - iphl))
         goto direct;
     payload = n - hl;
     for (i = 0; i < GRO_SLOTS; i++)
-        if (gro_same_flow(&c->gro[i], p, version, iphl)) {
+        if (gro_same_flow(&c->gro[i], p, version, proto, iphl)) {
             g = &c->gro[i];
             break;
         }
     if (g != NULL) {
         const unsigned char *q = g->buf + VNET_LEN, *qt = q + iphl;
-        int ok = !g->closed && payload > 0 && payload <= g->mss && g->hl == hl && (flags & ~0x08u) == 0x10
-                 && nat_get32(th + 4) == g->next_seq && g->len + payload <= PKT_MAX
-                 && memcmp(qt + 8, th + 8, 4) == 0               /* ACK number */
-                 && memcmp(qt + 14, th + 14, 2) == 0             /* window */
-                 && memcmp(qt + 20, th + 20, thl - 20) == 0      /* options (timestamps) */
+        int ok = !g->closed && payload > 0 && payload <= g->mss && g->hl == hl && g->len + payload <= PKT_MAX
+                 && g->count < 64
                  && (version == 4 ? q[1] == p[1] && q[8] == p[8] && (q[6] & 0x40) == (p[6] & 0x40)
                                   : memcmp(q, p, 4) == 0 && q[7] == p[7]);
+        if (ok && tcp)
+            ok = (flags & ~0x08u) == 0x10 && nat_get32(th + 4) == g->next_seq
+                 && memcmp(qt + 8, th + 8, 4) == 0          /* ACK number */
+                 && memcmp(qt + 14, th + 14, 2) == 0        /* window */
+                 && memcmp(qt + 20, th + 20, thl - 20) == 0; /* options (timestamps) */
         if (ok) {
             memcpy(g->buf + VNET_LEN + g->len, p + hl, payload);
             g->len += payload;
@@ -594,10 +626,12 @@ static void rx_deliver(struct rx_ctx *c, unsigned char *vbuf, size_t n)
             g->next_seq += (uint32_t)payload;
             if (payload < g->mss || (flags & 0x08))
                 g->closed = 1;
-            g->buf[VNET_LEN + iphl + 13] |= (unsigned char)(flags & 0x08);
+            if (tcp)
+                g->buf[VNET_LEN + iphl + 13] |= (unsigned char)(flags & 0x08);
             return;
         }
         gro_flush(c, g); /* keep the flow's order: what is held goes first */
+        g = NULL;
     }
     if (payload == 0 || (flags & ~0x08u) != 0x10)
         goto direct;
@@ -617,7 +651,8 @@ static void rx_deliver(struct rx_ctx *c, unsigned char *vbuf, size_t n)
     g->mss = payload;
     g->count = 1;
     g->version = version;
-    g->next_seq = nat_get32(th + 4) + (uint32_t)payload;
+    g->proto = proto;
+    g->next_seq = tcp ? nat_get32(th + 4) + (uint32_t)payload : 0;
     g->closed = (flags & 0x08) != 0;
     g->age = c->gro_clock++;
     return;
@@ -746,6 +781,12 @@ static void *rx_main(void *arg)
             }
             gro_flush_all(c);
             pthread_rwlock_unlock(&fp->lock);
+            /* What the packets just written provoked (an echo reply, TCP ACKs) is usually in the
+             * TUN queue already: send it from here when the TX thread is idle, saving its wake-up. */
+            if (pthread_mutex_trylock(&fp->txmu) == 0) {
+                tx_round(fp);
+                pthread_mutex_unlock(&fp->txmu);
+            }
             if (r < RX_MSGS)
                 break;
         }
@@ -839,6 +880,11 @@ const char *fp_start(struct fastpath *fp)
     if (fl < 0 || fcntl(fp->udp_fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
         return "cannot configure the UDP socket";
     setsockopt(fp->udp_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (fp->txc == NULL) {
+        fp->txc = tx_ctx_new(fp);
+        if (fp->txc == NULL)
+            return "out of memory";
+    }
     if (pthread_create(&fp->tx, NULL, tx_main, fp) != 0)
         return "cannot start the TX thread";
     if (pthread_create(&fp->rx, NULL, rx_main, fp) != 0) {
@@ -853,8 +899,11 @@ const char *fp_start(struct fastpath *fp)
 void fp_stop(struct fastpath *fp)
 {
     uint64_t one = 1;
-    if (!fp->running)
+    if (!fp->running) {
+        tx_ctx_free(fp->txc);
+        fp->txc = NULL;
         return;
+    }
     fp->stopping = 1;
     if (write(fp->stop_fd, &one, sizeof(one)) < 0) {
         /* the threads also wake up every 200 ms and see `stopping` */
@@ -862,4 +911,6 @@ void fp_stop(struct fastpath *fp)
     pthread_join(fp->tx, NULL);
     pthread_join(fp->rx, NULL);
     fp->running = 0;
+    tx_ctx_free(fp->txc);
+    fp->txc = NULL;
 }

@@ -41,7 +41,7 @@ const char *fp_init(struct fastpath *fp, int tun_fd, int udp_fd, int vnet_hdr)
         return "cannot create the table lock";
     }
     pthread_rwlockattr_destroy(&attr);
-    if (pthread_mutex_init(&fp->qlock, NULL) != 0) {
+    if (pthread_mutex_init(&fp->qlock, NULL) != 0 || pthread_mutex_init(&fp->txmu, NULL) != 0) {
         pthread_rwlock_destroy(&fp->lock);
         return "cannot create the queue lock";
     }
@@ -96,6 +96,7 @@ void fp_free(struct fastpath *fp)
     }
     pthread_rwlock_destroy(&fp->lock);
     pthread_mutex_destroy(&fp->qlock);
+    pthread_mutex_destroy(&fp->txmu);
 }
 
 /* --- SAs ------------------------------------------------------------------------------------- */
