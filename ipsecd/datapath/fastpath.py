@@ -244,9 +244,12 @@ class FastPath:
         batch: int | None = None,
         slow_queue: int | None = None,
         acquire_interval: float | None = None,
+        nice: int | None = None,
     ) -> None:
         """Default action for packets no filter matches (DROP or SLOW; DROP unless set), TUN reads
-        per batch, slow-path queue bound (at most 1024), seconds between ACQUIREs of one filter."""
+        per batch, slow-path queue bound (at most 1024), seconds between ACQUIREs of one filter,
+        and the nice value the threads take at `start()` (root may go below 0: they stand in for
+        the kernel's softirq work; a refusal is counted in `priority_failed`)."""
         kwargs: dict[str, float] = {}
         if default_action is not None:
             kwargs["default_action"] = int(default_action)
@@ -256,6 +259,8 @@ class FastPath:
             kwargs["slow_queue"] = slow_queue
         if acquire_interval is not None:
             kwargs["acquire_interval"] = float(acquire_interval)
+        if nice is not None:
+            kwargs["nice"] = nice
         self._fp.configure(**kwargs)  # type: ignore[arg-type]
 
     # --- threads ---

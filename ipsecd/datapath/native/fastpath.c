@@ -344,13 +344,17 @@ static PyObject *FastPath_bind_rule(FastPathObject *self, PyObject *args)
 
 static PyObject *FastPath_configure(FastPathObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"default_action", "batch", "slow_queue", "acquire_interval", NULL};
-    int action = -1, batch = -1, slow = -1;
+    static char *kwlist[] = {"default_action", "batch", "slow_queue", "acquire_interval", "nice", NULL};
+    int action = -1, batch = -1, slow = -1, nice = 100;
     double interval = -1.0;
     if (check_open(self) != 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiid", kwlist, &action, &batch, &slow, &interval))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidi", kwlist, &action, &batch, &slow, &interval, &nice))
         return NULL;
+    if (nice != 100 && (nice < -20 || nice > 19)) {
+        PyErr_SetString(PyExc_ValueError, "nice must be in -20..19");
+        return NULL;
+    }
     if ((action != -1 && action != FP_DROP && action != FP_SLOW) || (batch != -1 && (batch < 1 || batch > 4096))
         || (slow != -1 && (slow < 0 || slow > FP_SLOW_CAP)) || (interval != -1.0 && (interval < 0 || interval > 3600))) {
         PyErr_SetString(PyExc_ValueError, "bad fast-path setting");
@@ -365,6 +369,8 @@ static PyObject *FastPath_configure(FastPathObject *self, PyObject *args, PyObje
         self->fp->slow_cap = (size_t)slow;
     if (interval != -1.0)
         self->fp->acquire_interval_ns = (uint64_t)(interval * 1e9);
+    if (nice != 100)
+        self->fp->nice = nice;
     pthread_rwlock_unlock(&self->fp->lock);
     Py_RETURN_NONE;
 }

@@ -43,7 +43,7 @@ enum fp_stat {
     S_SLOW_DROPPED, S_PROTECT_DROPS, S_UDP_TX_DATAGRAMS, S_UDP_TX_CALLS, S_UDP_TX_GSO_MSGS,
     S_UDP_TX_ERRORS, S_UDP_RX_DATAGRAMS, S_UDP_RX_CALLS, S_UDP_RX_GRO_MSGS, S_BAD_SPI,
     S_KEEPALIVE, S_RX_MALFORMED, S_UNPROTECT_DROPS, S_TUN_TX_PACKETS, S_TUN_TX_BYTES,
-    S_TUN_TX_ERRORS, S_EVENTS_DROPPED, S_GSO_FALLBACKS, S_TUN_TX_GRO,
+    S_TUN_TX_ERRORS, S_EVENTS_DROPPED, S_GSO_FALLBACKS, S_TUN_TX_GRO, S_PRIORITY_FAILED,
     FP_NSTATS
 };
 
@@ -53,7 +53,7 @@ enum fp_stat {
     "slow_dropped", "protect_drops", "udp_tx_datagrams", "udp_tx_calls", "udp_tx_gso_messages", \
     "udp_tx_errors", "udp_rx_datagrams", "udp_rx_calls", "udp_rx_gro_messages", "bad_spi_packets", \
     "nat_keepalive_packets", "rx_malformed", "unprotect_drops", "tun_tx_packets", "tun_tx_bytes", \
-    "tun_tx_errors", "events_dropped", "gso_fallbacks", "tun_tx_coalesced" }
+    "tun_tx_errors", "events_dropped", "gso_fallbacks", "tun_tx_coalesced", "priority_failed" }
 
 struct tx_ctx;
 
@@ -127,6 +127,7 @@ struct fastpath {
     int default_action;
     uint64_t acquire_interval_ns;
     size_t batch;
+    int nice;                       /* applied to both threads at start when not 0 */
     /* Tables, guarded by lock: the threads hold it for reading per batch, Python writes. */
     pthread_rwlock_t lock;
     struct fp_sa **sas;             /* by handle (index), NULL = free */

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -445,9 +447,18 @@ static struct tx_ctx *tx_ctx_new(struct fastpath *fp)
     return c;
 }
 
+/* Latency: the threads stand in for the kernel's softirq work; a negative nice value (root)
+ * lets them preempt ordinary tasks on wake-up. Failure leaves the default, counted. */
+static void thread_priority(struct fastpath *fp, struct fp_stats *st)
+{
+    if (fp->nice != 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), fp->nice) != 0)
+        st->v[S_PRIORITY_FAILED]++;
+}
+
 static void *tx_main(void *arg)
 {
     struct fastpath *fp = arg;
+    thread_priority(fp, &fp->tx_stats);
     while (!fp->stopping) {
         struct pollfd pfd[2] = {{fp->tun_fd, POLLIN, 0}, {fp->stop_fd, POLLIN, 0}};
         if (poll(pfd, 2, 200) <= 0 || fp->stopping)
@@ -718,6 +729,7 @@ static void *rx_main(void *arg)
         return NULL;
     c->fp = fp;
     c->st = &fp->rx_stats;
+    thread_priority(fp, c->st);
     c->out = malloc(VNET_LEN + OUT_CAP);
     if (c->out == NULL)
         goto out;
