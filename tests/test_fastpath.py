@@ -253,3 +253,31 @@ def test_features_report_and_bad_input() -> None:
             fp.add_sa(p, Direction.INBOUND)
         assert fp.table_sizes()["sas"] == 1
     b.close()
+
+
+def test_thousands_of_inbound_sas_are_found_by_spi_and_removed_cleanly(rig: Rig) -> None:
+    base = replace(rig.in_params, spi=0x50000)
+    handles = {}
+    for i in range(3000):
+        p = replace(base, spi=0x50000 + i, enc_key=i.to_bytes(4, "big") * 5)
+        handles[p.spi] = (fp_handle := rig.fp.add_sa(p, Direction.INBOUND), p)
+        assert fp_handle > 0
+    assert rig.fp.table_sizes()["sas"] == 3002
+    for spi in (0x50000, 0x50000 + 1234, 0x50000 + 2999):
+        _, p = handles[spi]
+        (w,) = make_transform(p, Direction.OUTBOUND, backend="python").protect(
+            [_inner(spi % 200, 70, dst="10.1.0.5")]
+        )
+        assert w is not None
+        rig.peer.sendto(w[28:], rig.fp_addr)
+        assert _recv_all(rig.tun, 1) == [_inner(spi % 200, 70, dst="10.1.0.5")]
+    for spi, (h, _) in handles.items():
+        if spi % 2:
+            assert rig.fp.remove_sa(h)
+    _, p = handles[0x50000 + 1235]
+    (w,) = make_transform(p, Direction.OUTBOUND, backend="python").protect([_inner(1, 70, dst="10.1.0.5")])
+    assert w is not None
+    rig.peer.sendto(w[28:], rig.fp_addr)
+    assert _recv_all(rig.tun, 1, timeout=0.3) == []
+    assert rig.fp.stats()["bad_spi_packets"] == 1
+    assert rig.fp.table_sizes()["sas"] == 1502

@@ -8,6 +8,7 @@ fallback transform (parity on the wire, both directions).
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -73,7 +74,23 @@ def test_fast_path_tunnel_carries_ping_and_tcp_both_ways_as_udp_4500_only(lab: n
     raw = b"".join(cap.packets())
     assert bytes.fromhex(PATTERN) * 4 not in raw  # the ping pattern never crosses in clear
     assert _closed_in(pa) < 1.0 and _closed_in(pb) < 1.0
-    assert 'tun_tx_errors": 0' in pa.output()
+    sa, sb = _stats(pa), _stats(pb)
+    for st in (sa, sb):
+        assert st["tun_tx_errors"] == st["unprotect_drops"] == st["udp_tx_errors"] == 0, st
+    if "TUN TSO on" in pa.output():  # the kernel handed over TCP super-packets: segmented here
+        assert sa["tun_rx_super_packets"] > 0 and sa["tun_rx_segments"] > sa["tun_rx_super_packets"]
+        assert sb["tun_tx_coalesced"] > 0  # and b wrote coalesced ones back
+    if "UDP GSO on" in pa.output():
+        assert sa["udp_tx_gso_messages"] > 0
+    if "UDP GRO on" in pb.output():
+        assert sb["udp_rx_gro_messages"] > 0
+
+
+def _stats(proc: netns.Background) -> dict[str, int]:
+    m = re.search(r"^stats (.*)$", proc.output(), re.MULTILINE)
+    assert m is not None, proc.output()
+    out: dict[str, int] = json.loads(m.group(1))
+    return out
 
 
 @pytest.mark.parametrize("fast_side", ["a", "b"])
