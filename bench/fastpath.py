@@ -93,7 +93,10 @@ def measure(
         writes sum_sent for UDP, so tests.netns.parse_iperf3 reads it as TCP)."""
         b.iperf3_server(bind=dst)
         r = a.iperf3_client(
-            dst, seconds=seconds, udp_rate=f"{rate / 1e6:.0f}M", extra=["-B", src, "-l", str(UDP_LEN)]
+            dst,
+            seconds=seconds,
+            udp_rate=f"{rate / 1e6:.0f}M",
+            extra=["-B", src, "-l", str(UDP_LEN), "-w", "2M"],
         )
         end = r.raw["end"]
         got = end.get("sum_received", end["sum"])

@@ -46,8 +46,6 @@
 #define GSO_TCPV4 1
 #define GSO_TCPV6 4
 #define GSO_UDP_L4 5
-#define MAX_SEGS 1024
-#define SEGBUF (256 * 1024)
 #define ARENA (1024 * 1024)
 #define MAX_OUT 512
 #define GSO_MAX_SEGS 64
@@ -63,7 +61,19 @@
 /* The ones' complement sum of p as big-endian 16-bit words, added to acc (not complemented). */
 static uint32_t fsum(const unsigned char *p, size_t n, uint32_t acc)
 {
-    uint64_t s = 0;
+    uint64_t s = 0, s1 = 0, s2 = 0, s3 = 0;
+    while (n >= 32) { /* four independent 64-bit accumulators of 32-bit halves: no carries lost */
+        uint64_t w[4];
+        memcpy(w, p, 32);
+        s += (w[0] & 0xFFFFFFFFu) + (w[0] >> 32);
+        s1 += (w[1] & 0xFFFFFFFFu) + (w[1] >> 32);
+        s2 += (w[2] & 0xFFFFFFFFu) + (w[2] >> 32);
+        s3 += (w[3] & 0xFFFFFFFFu) + (w[3] >> 32);
+        p += 32;
+        n -= 32;
+    }
+    s = (s & 0xFFFFFFFFu) + (s >> 32) + (s1 & 0xFFFFFFFFu) + (s1 >> 32) + (s2 & 0xFFFFFFFFu) + (s2 >> 32)
+        + (s3 & 0xFFFFFFFFu) + (s3 >> 32);
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
@@ -117,6 +127,18 @@ static uint16_t finish(uint32_t s)
 
 /* --- TX: TUN -> ESP-in-UDP ----------------------------------------------------------------- */
 
+/* Cutting a TCP or UDP super-packet into segments of gso_size payload bytes, in place: segment k's
+ * headers are written into the hl bytes just before its payload, which belong to segment k-1 (already
+ * protected and copied out by then) or, for k = 0, are the original headers. */
+struct seg_state {
+    unsigned char *pkt;
+    size_t n, iphl, l4hl, hl, payload, nseg, gso;
+    int version, tcp;
+    uint32_t seq0;
+    uint16_t id0;
+    unsigned char hdr[128]; /* the original IP + TCP/UDP header */
+};
+
 struct out_dgram {
     unsigned char *data;
     size_t len;
@@ -127,8 +149,7 @@ struct tx_ctx {
     struct fastpath *fp;
     struct fp_stats *st;
     unsigned char *rbuf;   /* one TUN read */
-    unsigned char *segbuf; /* segments of one super-packet */
-    size_t segoff[MAX_SEGS], seglen[MAX_SEGS];
+    struct seg_state seg;
     unsigned char *arena;
     size_t arena_used;
     struct out_dgram out[MAX_OUT];
@@ -244,19 +265,16 @@ static void emit(struct tx_ctx *c, struct fp_sa *s, const unsigned char *pkt, si
     c->arena_used += (outlen + 15) & ~(size_t)15;
 }
 
-/* Cut a TCP or UDP super-packet into segments of gso_size payload bytes with fixed headers and
- * checksums. Returns the number of segments, 0 on a packet it cannot cut. */
-static size_t segment(struct tx_ctx *c, const unsigned char *pkt, size_t n, int gso_type, size_t gso_size)
+/* Returns the number of segments, 0 for a packet it cannot cut. */
+static size_t seg_prepare(struct seg_state *g, unsigned char *pkt, size_t n, int gso_type, size_t gso_size)
 {
     int version = pkt[0] >> 4, tcp = gso_type != GSO_UDP_L4;
-    size_t iphl, l4hl, hl, payload, nseg, k, pos = 0;
-    uint32_t seq0 = 0;
-    uint16_t id0 = 0;
+    size_t iphl, l4hl;
     if (version == 4) {
         iphl = (size_t)(pkt[0] & 0x0F) * 4;
         if (n < 20 || iphl < 20 || pkt[9] != (tcp ? 6 : 17))
             return 0;
-        id0 = nat_get16(pkt + 4);
+        g->id0 = nat_get16(pkt + 4);
     } else if (version == 6) {
         iphl = 40;
         if (n < 40 || pkt[6] != (tcp ? 6 : 17)) /* no extension headers in super-packets here */
@@ -264,52 +282,59 @@ static size_t segment(struct tx_ctx *c, const unsigned char *pkt, size_t n, int 
     } else {
         return 0;
     }
-    if (iphl + (tcp ? 20 : 8) > n)
+    if (iphl + (tcp ? 20 : 8) > n || gso_size == 0)
         return 0;
     l4hl = tcp ? (size_t)(pkt[iphl + 12] >> 4) * 4 : 8;
-    hl = iphl + l4hl;
-    if (l4hl < (tcp ? 20u : 8u) || hl > n || gso_size == 0)
+    if (l4hl < (tcp ? 20u : 8u) || iphl + l4hl > n || iphl + l4hl > sizeof(g->hdr))
         return 0;
-    payload = n - hl;
-    nseg = payload == 0 ? 1 : (payload + gso_size - 1) / gso_size;
-    if (nseg > MAX_SEGS || n + nseg * hl > SEGBUF)
-        return 0;
-    if (tcp)
-        seq0 = nat_get32(pkt + iphl + 4);
-    for (k = 0; k < nseg; k++) {
-        unsigned char *o = c->segbuf + pos, *l4 = o + iphl;
-        size_t plen = payload - k * gso_size < gso_size ? payload - k * gso_size : gso_size;
-        size_t total = hl + plen, l4len = l4hl + plen;
-        memcpy(o, pkt, hl);
-        memcpy(o + hl, pkt + hl + k * gso_size, plen);
-        if (version == 4) {
-            nat_put16(o + 2, (uint16_t)total);
-            nat_put16(o + 4, (uint16_t)(id0 + k));
-            o[10] = o[11] = 0;
-            nat_put16(o + 10, finish(fsum(o, iphl, 0)));
-        } else {
-            nat_put16(o + 4, (uint16_t)(total - 40));
-        }
-        if (tcp) {
-            nat_put32(l4 + 4, seq0 + (uint32_t)(k * gso_size));
-            if (k + 1 < nseg)
-                l4[13] &= (unsigned char)~0x09; /* FIN and PSH only on the last segment */
-            if (k > 0)
-                l4[13] &= (unsigned char)~0x80; /* CWR only on the first */
-            l4[16] = l4[17] = 0;
-            nat_put16(l4 + 16, finish(fsum(l4, l4len, pseudo(o, version, 6, l4len))));
-        } else {
-            uint16_t sum;
-            nat_put16(l4 + 4, (uint16_t)l4len);
-            l4[6] = l4[7] = 0;
-            sum = finish(fsum(l4, l4len, pseudo(o, version, 17, l4len)));
-            nat_put16(l4 + 6, sum == 0 ? 0xFFFF : sum);
-        }
-        c->segoff[k] = pos;
-        c->seglen[k] = total;
-        pos += (total + 15) & ~(size_t)15;
+    g->pkt = pkt;
+    g->n = n;
+    g->version = version;
+    g->tcp = tcp;
+    g->iphl = iphl;
+    g->l4hl = l4hl;
+    g->hl = iphl + l4hl;
+    g->payload = n - g->hl;
+    g->gso = gso_size;
+    g->nseg = g->payload == 0 ? 1 : (g->payload + gso_size - 1) / gso_size;
+    g->seq0 = tcp ? nat_get32(pkt + iphl + 4) : 0;
+    memcpy(g->hdr, pkt, g->hl);
+    return g->nseg;
+}
+
+/* Build segment k (in order) with fixed lengths, IPv4 ID, TCP sequence number and flags, and
+ * checksums (RFC 791, RFC 9293 section 3.1, RFC 768). */
+static unsigned char *seg_build(struct seg_state *g, size_t k, size_t *len)
+{
+    size_t plen = g->payload - k * g->gso < g->gso ? g->payload - k * g->gso : g->gso;
+    size_t total = g->hl + plen, l4len = g->l4hl + plen;
+    unsigned char *o = g->pkt + k * g->gso, *l4 = o + g->iphl;
+    memcpy(o, g->hdr, g->hl);
+    if (g->version == 4) {
+        nat_put16(o + 2, (uint16_t)total);
+        nat_put16(o + 4, (uint16_t)(g->id0 + k));
+        o[10] = o[11] = 0;
+        nat_put16(o + 10, finish(fsum(o, g->iphl, 0)));
+    } else {
+        nat_put16(o + 4, (uint16_t)(total - 40));
     }
-    return nseg;
+    if (g->tcp) {
+        nat_put32(l4 + 4, g->seq0 + (uint32_t)(k * g->gso));
+        if (k + 1 < g->nseg)
+            l4[13] &= (unsigned char)~0x09; /* FIN and PSH only on the last segment */
+        if (k > 0)
+            l4[13] &= (unsigned char)~0x80; /* CWR only on the first */
+        l4[16] = l4[17] = 0;
+        nat_put16(l4 + 16, finish(fsum(l4, l4len, pseudo(o, g->version, 6, l4len))));
+    } else {
+        uint16_t sum;
+        nat_put16(l4 + 4, (uint16_t)l4len);
+        l4[6] = l4[7] = 0;
+        sum = finish(fsum(l4, l4len, pseudo(o, g->version, 17, l4len)));
+        nat_put16(l4 + 6, sum == 0 ? 0xFFFF : sum);
+    }
+    *len = total;
+    return o;
 }
 
 static void acquire(struct tx_ctx *c, struct fp_rule *r, const unsigned char *pkt, size_t n)
@@ -374,7 +399,7 @@ static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n)
             c->st->v[S_TUN_RX_BAD]++;
             return;
         }
-        nseg = segment(c, pkt, len, gso_type, gso_size);
+        nseg = seg_prepare(&c->seg, pkt, len, gso_type, gso_size);
         if (nseg == 0) {
             c->st->v[S_TUN_RX_BAD]++;
             return;
@@ -388,8 +413,8 @@ static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n)
             s = NULL;
     }
     for (k = 0; k < nseg; k++) {
-        const unsigned char *p = gso_type != GSO_NONE ? c->segbuf + c->segoff[k] : pkt;
-        size_t plen = gso_type != GSO_NONE ? c->seglen[k] : len;
+        size_t plen = len;
+        const unsigned char *p = gso_type != GSO_NONE ? seg_build(&c->seg, k, &plen) : pkt;
         if (action == FP_SLOW) {
             if (fp_slow_push(fp, FP_SLOW_OUTBOUND, r ? r->id : 0, NULL, p, plen) == 0)
                 c->st->v[S_SLOW_QUEUED]++;
@@ -425,7 +450,6 @@ static void tx_ctx_free(struct tx_ctx *c)
     if (c == NULL)
         return;
     free(c->rbuf);
-    free(c->segbuf);
     free(c->arena);
     free(c);
 }
@@ -438,9 +462,8 @@ static struct tx_ctx *tx_ctx_new(struct fastpath *fp)
     c->fp = fp;
     c->st = &fp->tx_stats;
     c->rbuf = malloc(VNET_LEN + PKT_MAX + 1);
-    c->segbuf = malloc(SEGBUF);
     c->arena = malloc(ARENA);
-    if (c->rbuf == NULL || c->segbuf == NULL || c->arena == NULL) {
+    if (c->rbuf == NULL || c->arena == NULL) {
         tx_ctx_free(c);
         return NULL;
     }
