@@ -138,7 +138,7 @@ A_INNER, B_INNER = "10.1.0.1", "10.2.0.1"
 
 
 def start_pair(
-    lab: netns.Lab, modes: tuple[str, str] = ("fast", "fast"), vnet: bool = True, nice: int = 0
+    lab: netns.Lab, modes: tuple[str, str] = ("fast", "fast"), vnet: bool = True, nice: int = 0, rt: int = 0
 ) -> tuple[netns.Pair, netns.Background, netns.Background]:
     """Two namespaces on a veth (192.0.2.1 / .2), each running this script; tunnel 10.1.0.0/24
     (a, 10.1.0.1 on its TUN) <-> 10.2.0.0/24 (b, 10.2.0.1)."""
@@ -200,6 +200,8 @@ def start_pair(
             args.append("--no-vnet")
         if nice:
             args += ["--nice", str(nice)]
+        if rt:
+            args += ["--rt", str(rt)]
         procs.append(host.popen_python(args, name=f"fastpath-{mode}"))
     for proc in procs:
         proc.wait_output(r"ready", 15)
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-vnet", action="store_true")
     p.add_argument("--mtu", type=int, default=1400)
     p.add_argument("--nice", type=int, default=0)
+    p.add_argument("--rt", type=int, default=0, help="SCHED_RR priority of the fast-path threads (0: off)")
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)

@@ -252,6 +252,13 @@ def test_features_report_and_bad_input() -> None:
         with pytest.raises(ValueError, match="SPI"):
             fp.add_sa(p, Direction.INBOUND)
         assert fp.table_sizes()["sas"] == 1
+        with pytest.raises(ValueError):
+            fp.configure(nice=-21)
+        with pytest.raises(ValueError):
+            fp.configure(rt_priority=100)
+        with pytest.raises(ValueError):
+            fp.configure(default_action=Action.PROTECT)  # a default cannot name an SA
+        fp.configure(default_action=Action.SLOW, batch=8, slow_queue=16, acquire_interval=0.5, nice=0)
     b.close()
 
 

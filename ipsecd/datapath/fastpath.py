@@ -245,11 +245,13 @@ class FastPath:
         slow_queue: int | None = None,
         acquire_interval: float | None = None,
         nice: int | None = None,
+        rt_priority: int | None = None,
     ) -> None:
         """Default action for packets no filter matches (DROP or SLOW; DROP unless set), TUN reads
         per batch, slow-path queue bound (at most 1024), seconds between ACQUIREs of one filter,
         and the nice value the threads take at `start()` (root may go below 0: they stand in for
-        the kernel's softirq work; a refusal is counted in `priority_failed`)."""
+        the kernel's softirq work; a refusal is counted in `priority_failed`), or instead a
+        SCHED_RR priority (1..99, 0 = off) so a wake-up never waits for a busy CPU's time slice."""
         kwargs: dict[str, float] = {}
         if default_action is not None:
             kwargs["default_action"] = int(default_action)
@@ -261,6 +263,8 @@ class FastPath:
             kwargs["acquire_interval"] = float(acquire_interval)
         if nice is not None:
             kwargs["nice"] = nice
+        if rt_priority is not None:
+            kwargs["rt_priority"] = rt_priority
         self._fp.configure(**kwargs)  # type: ignore[arg-type]
 
     # --- threads ---

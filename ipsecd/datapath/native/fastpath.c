@@ -344,15 +344,16 @@ static PyObject *FastPath_bind_rule(FastPathObject *self, PyObject *args)
 
 static PyObject *FastPath_configure(FastPathObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"default_action", "batch", "slow_queue", "acquire_interval", "nice", NULL};
-    int action = -1, batch = -1, slow = -1, nice = 100;
+    static char *kwlist[] = {"default_action", "batch", "slow_queue", "acquire_interval", "nice", "rt_priority", NULL};
+    int action = -1, batch = -1, slow = -1, nice = 100, rt = -1;
     double interval = -1.0;
     if (check_open(self) != 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidi", kwlist, &action, &batch, &slow, &interval, &nice))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidii", kwlist, &action, &batch, &slow, &interval, &nice,
+                                     &rt))
         return NULL;
-    if (nice != 100 && (nice < -20 || nice > 19)) {
-        PyErr_SetString(PyExc_ValueError, "nice must be in -20..19");
+    if ((nice != 100 && (nice < -20 || nice > 19)) || (rt != -1 && (rt < 0 || rt > 99))) {
+        PyErr_SetString(PyExc_ValueError, "nice must be in -20..19, rt_priority in 0..99");
         return NULL;
     }
     if ((action != -1 && action != FP_DROP && action != FP_SLOW) || (batch != -1 && (batch < 1 || batch > 4096))
@@ -371,6 +372,8 @@ static PyObject *FastPath_configure(FastPathObject *self, PyObject *args, PyObje
         self->fp->acquire_interval_ns = (uint64_t)(interval * 1e9);
     if (nice != 100)
         self->fp->nice = nice;
+    if (rt != -1)
+        self->fp->rt_priority = rt;
     pthread_rwlock_unlock(&self->fp->lock);
     Py_RETURN_NONE;
 }

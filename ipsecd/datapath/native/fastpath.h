@@ -128,6 +128,7 @@ struct fastpath {
     uint64_t acquire_interval_ns;
     size_t batch;
     int nice;                       /* applied to both threads at start when not 0 */
+    int rt_priority;                /* SCHED_RR priority of both threads when > 0 (then nice is unused) */
     /* Tables, guarded by lock: the threads hold it for reading per batch, Python writes. */
     pthread_rwlock_t lock;
     struct fp_sa **sas;             /* by handle (index), NULL = free */

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -470,12 +471,20 @@ static struct tx_ctx *tx_ctx_new(struct fastpath *fp)
     return c;
 }
 
-/* Latency: the threads stand in for the kernel's softirq work; a negative nice value (root)
- * lets them preempt ordinary tasks on wake-up. Failure leaves the default, counted. */
+/* Latency: the threads stand in for the kernel's softirq work. A real-time priority (SCHED_RR,
+ * root) lets them run as soon as a packet wakes them instead of waiting for a busy CPU's time slice;
+ * a negative nice value is the milder choice. Failure leaves the default, counted. */
 static void thread_priority(struct fastpath *fp, struct fp_stats *st)
 {
-    if (fp->nice != 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), fp->nice) != 0)
+    if (fp->rt_priority > 0) {
+        struct sched_param sp;
+        memset(&sp, 0, sizeof(sp));
+        sp.sched_priority = fp->rt_priority;
+        if (pthread_setschedparam(pthread_self(), SCHED_RR, &sp) != 0)
+            st->v[S_PRIORITY_FAILED]++;
+    } else if (fp->nice != 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), fp->nice) != 0) {
         st->v[S_PRIORITY_FAILED]++;
+    }
 }
 
 static void *tx_main(void *arg)
