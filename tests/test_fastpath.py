@@ -15,14 +15,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from ipaddress import ip_address, ip_network
+from typing import Any
 
 import pytest
 
 from ipsecd.datapath import fastpath as fpmod
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.fastpath import Action, EventKind, FastFilter, FastPath, SlowKind
-from ipsecd.datapath.sa import Direction, SAParams, TunnelAddrs, UdpEncap
-from tests.datapath_util import ipv4, params, udp
+from ipsecd.datapath.sa import Direction, EncAlg, IntegAlg, SAParams, TunnelAddrs, UdpEncap
+from tests.datapath_util import ipv4, ipv6, params, tcp, udp, with_l4_checksum
 
 pytestmark = pytest.mark.skipif(not fpmod.AVAILABLE, reason=fpmod.UNAVAILABLE_REASON or "not built")
 
@@ -288,3 +289,78 @@ def test_thousands_of_inbound_sas_are_found_by_spi_and_removed_cleanly(rig: Rig)
     assert _recv_all(rig.tun, 1, timeout=0.3) == []
     assert rig.fp.stats()["bad_spi_packets"] == 1
     assert rig.fp.table_sizes()["sas"] == 1502
+
+
+def test_scapy_decrypts_fast_path_output_and_fast_path_accepts_scapy_packets(rig: Rig) -> None:
+    scapy_all = pytest.importorskip("scapy.all")
+    scapy_ipsec = pytest.importorskip("scapy.layers.ipsec")
+
+    def scapy_sa(p: SAParams) -> Any:
+        assert p.tunnel is not None and p.encap is not None
+        return scapy_ipsec.SecurityAssociation(
+            scapy_ipsec.ESP,
+            spi=p.spi,
+            crypt_algo="AES-GCM",
+            crypt_key=p.enc_key,
+            tunnel_header=scapy_all.IP(src=str(p.tunnel.src), dst=str(p.tunnel.dst)),
+            nat_t_header=scapy_all.UDP(sport=p.encap.sport, dport=p.encap.dport),
+        )
+
+    inner = [
+        with_l4_checksum(ipv4("10.1.0.5", "10.2.0.7", 6, tcp(40000, 443, b"fastpath" * (i + 3))))
+        for i in range(3)
+    ]
+    for p in inner:
+        rig.tun.send(p)
+    got = _recv_all(rig.peer, 3)
+    sa = scapy_sa(rig.out_params)
+    for data, want in zip(got, inner, strict=True):
+        outer = (
+            scapy_all.IP(src="127.0.0.1", dst="127.0.0.1")
+            / scapy_all.UDP(sport=4500, dport=4500)
+            / scapy_all.Raw(data)
+        )
+        dec = sa.decrypt(scapy_all.IP(bytes(outer)))
+        assert bytes(scapy_all.IP(bytes(dec))) == want
+    sa_in = scapy_sa(rig.in_params)
+    back = with_l4_checksum(ipv4("10.2.0.7", "10.1.0.5", 6, tcp(443, 40000, b"scapy" * 9)))
+    for seq in (1, 2, 7):
+        wire = bytes(sa_in.encrypt(scapy_all.IP(back), seq_num=seq))
+        rig.peer.sendto(wire[28:], rig.fp_addr)  # the UDP payload: ESP
+    assert _recv_all(rig.tun, 3) == [back] * 3
+
+
+@pytest.mark.parametrize(
+    ("enc", "klen", "integ"),
+    [
+        (EncAlg.ENCR_CHACHA20_POLY1305, 36, IntegAlg.NONE),
+        (EncAlg.ENCR_AES_CBC, 16, IntegAlg.AUTH_HMAC_SHA2_256_128),
+        (EncAlg.ENCR_AES_GCM_16, 36, IntegAlg.NONE),
+    ],
+)
+def test_other_algorithms_and_ipv6_inner_match_the_fallback(enc: EncAlg, klen: int, integ: IntegAlg) -> None:
+    tun_a, tun_b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    esp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    esp.bind(("127.0.0.1", 0))
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    lo = TunnelAddrs(ip_address("127.0.0.1"), ip_address("127.0.0.1"))
+    p = replace(
+        params(enc=enc, integ=integ, enc_len=klen, spi=0x7777),
+        tunnel=lo,
+        encap=UdpEncap(esp.getsockname()[1], peer.getsockname()[1]),
+    )
+    inner = [ipv6("fd00:1::5", "fd00:2::7", 17, udp(7, 9, bytes(range(i * 20 % 256)) * 3)) for i in range(6)]
+    with FastPath(tun_a.detach(), esp.detach()) as fp:
+        h = fp.add_sa(p, Direction.OUTBOUND)
+        fp.add_filter(
+            FastFilter(9, 1, ip_network("fd00:1::/64"), ip_network("fd00:2::/64"), Action.PROTECT, sa=h)
+        )
+        fp.start()
+        for pkt in inner:
+            tun_b.send(pkt)
+        got = _recv_all(peer, len(inner))
+    ref = make_transform(p, Direction.OUTBOUND, backend="python").protect(inner)
+    assert got == [r[28:] for r in ref if r is not None]
+    tun_b.close()
+    peer.close()
