@@ -168,10 +168,15 @@ def test_negotiate_without_sa_fails_closed_and_acquires(rig: Rig) -> None:
     assert [(h.kind, h.filter_id, h.data) for h in held] == [
         (SlowKind.ACQUIRE, 2, _inner(i, 50, dst="10.3.1.1")) for i in range(3)
     ]
-    # Once bound, the same traffic is protected.
+    # Once bound, the same traffic is protected, and the held packets can follow.
     rig.fp.bind_filter(2, rig.out_handle)
     rig.tun.send(_inner(9, 50, dst="10.3.1.1"))
     assert len(_recv_all(rig.peer, 1)) == 1
+    assert rig.fp.inject([h.data for h in held]) == 3
+    got = _recv_all(rig.peer, 3)
+    rx = make_transform(rig.out_params, Direction.INBOUND, backend="python")
+    outer = [ipv4("127.0.0.1", "127.0.0.1", 17, udp(4500, 4500, d)) for d in got]
+    assert [x for x in rx.unprotect(outer) if x is not None] == [h.data for h in held]
 
 
 def test_weights_decide_and_unmatched_traffic_is_dropped(rig: Rig) -> None:

@@ -288,6 +288,11 @@ class FastPath:
     ) -> None:
         self.close()
 
+    def inject(self, packets: list[bytes]) -> int:
+        """Send plain IP packets through the outbound path (filters, SAs, GSO) from Python, e.g. the
+        ACQUIRE-held ones from `drain_slow()` once their SA is bound. Needs the threads running."""
+        return self._fp.inject(packets)
+
     # --- reports ---
 
     def event_fd(self) -> int:

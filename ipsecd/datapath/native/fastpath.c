@@ -410,6 +410,48 @@ static PyObject *FastPath_close(FastPathObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *FastPath_inject(FastPathObject *self, PyObject *arg)
+{
+    PyObject *fast;
+    Py_ssize_t n, i;
+    unsigned char **pkts = NULL;
+    size_t *lens = NULL;
+    int r = 0;
+    if (check_open(self) != 0)
+        return NULL;
+    fast = PySequence_Tuple(arg);
+    if (fast == NULL)
+        return NULL;
+    n = PyTuple_GET_SIZE(fast);
+    pkts = calloc(n ? (size_t)n : 1, sizeof(*pkts));
+    lens = calloc(n ? (size_t)n : 1, sizeof(*lens));
+    if (pkts == NULL || lens == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *o = PyTuple_GET_ITEM(fast, i);
+        if (!PyBytes_Check(o)) {
+            PyErr_SetString(PyExc_TypeError, "packets must be bytes");
+            goto out;
+        }
+        pkts[i] = (unsigned char *)PyBytes_AS_STRING(o);
+        lens[i] = (size_t)PyBytes_GET_SIZE(o);
+    }
+    Py_BEGIN_ALLOW_THREADS /* the tuple keeps the bytes alive */
+    r = fp_inject(self->fp, pkts, lens, (size_t)n);
+    Py_END_ALLOW_THREADS
+    if (r < 0)
+        PyErr_SetString(PyExc_ValueError, "the fast path is not running");
+out:
+    free(pkts);
+    free(lens);
+    Py_DECREF(fast);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(r);
+}
+
 static PyObject *FastPath_event_fd(FastPathObject *self, PyObject *unused)
 {
     (void)unused;
@@ -603,6 +645,7 @@ static PyMethodDef FastPath_methods[] = {
     {"start", (PyCFunction)FastPath_start, METH_NOARGS, "Start the threads."},
     {"stop", (PyCFunction)FastPath_stop, METH_NOARGS, "Stop and join the threads."},
     {"close", (PyCFunction)FastPath_close, METH_NOARGS, "Stop, free the tables, close every fd."},
+    {"inject", (PyCFunction)FastPath_inject, METH_O, "Send plain IP packets through the outbound path."},
     {"event_fd", (PyCFunction)FastPath_event_fd, METH_NOARGS, "The eventfd signalled on new events."},
     {"drain_events", (PyCFunction)FastPath_drain_events, METH_NOARGS, "[(kind, a, b)]"},
     {"drain_slow", (PyCFunction)FastPath_drain_slow, METH_VARARGS, "[(kind, aux, from, data)]"},

@@ -180,6 +180,7 @@ void fp_probe_socket(struct fastpath *fp);
 unsigned fp_tun_offload(int fd, int want);
 const char *fp_start(struct fastpath *fp);
 void fp_stop(struct fastpath *fp);
+int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n);
 int fp_open_tun(const char *name, int vnet_hdr, int multi_queue, char *ifname_out);
 
 #endif

@@ -352,7 +352,7 @@ static void acquire(struct tx_ctx *c, struct fp_rule *r, const unsigned char *pk
         c->st->v[S_SLOW_DROPPED]++;
 }
 
-static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n)
+static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n, int vnet)
 {
     struct fastpath *fp = c->fp;
     unsigned char *pkt = buf;
@@ -360,7 +360,7 @@ static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n)
     int version, gso_type = GSO_NONE, action;
     struct fp_rule *r;
     struct fp_sa *s = NULL;
-    if (fp->feat.vnet_hdr) {
+    if (vnet) {
         if (n < VNET_LEN) {
             c->st->v[S_TUN_RX_BAD]++;
             return;
@@ -440,10 +440,32 @@ static void tx_round(struct fastpath *fp)
         ssize_t r = read(fp->tun_fd, c->rbuf, VNET_LEN + PKT_MAX + 1);
         if (r <= 0)
             break; /* EAGAIN: drained */
-        tx_packet(c, c->rbuf, (size_t)r);
+        tx_packet(c, c->rbuf, (size_t)r, fp->feat.vnet_hdr);
     }
     flush(c);
     pthread_rwlock_unlock(&fp->lock);
+}
+
+/* Python hands plain IP packets (e.g. those held for an ACQUIRE, once the SA is there) to the
+ * outbound path: classified and protected like TUN packets. Returns how many were taken; -1 when the
+ * fast path is not running. */
+int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n)
+{
+    size_t i;
+    if (!fp->running || fp->txc == NULL)
+        return -1;
+    pthread_mutex_lock(&fp->txmu);
+    pthread_rwlock_rdlock(&fp->lock);
+    for (i = 0; i < n; i++) {
+        if (lens[i] > PKT_MAX)
+            continue;
+        memcpy(fp->txc->rbuf, pkts[i], lens[i]);
+        tx_packet(fp->txc, fp->txc->rbuf, lens[i], 0);
+    }
+    flush(fp->txc);
+    pthread_rwlock_unlock(&fp->lock);
+    pthread_mutex_unlock(&fp->txmu);
+    return (int)n;
 }
 
 static void tx_ctx_free(struct tx_ctx *c)
