@@ -285,6 +285,10 @@ static size_t seg_prepare(struct seg_state *g, unsigned char *pkt, size_t n, int
     }
     if (iphl + (tcp ? 20 : 8) > n || gso_size == 0)
         return 0;
+    /* The IP length must cover exactly what was read: a truncated read must not become segments
+     * with valid checksums over missing data. */
+    if (version == 4 ? nat_get16(pkt + 2) != n : (size_t)nat_get16(pkt + 4) + 40 != n)
+        return 0;
     l4hl = tcp ? (size_t)(pkt[iphl + 12] >> 4) * 4 : 8;
     if (l4hl < (tcp ? 20u : 8u) || iphl + l4hl > n || iphl + l4hl > sizeof(g->hdr))
         return 0;
@@ -440,6 +444,10 @@ static void tx_round(struct fastpath *fp)
         ssize_t r = read(fp->tun_fd, c->rbuf, VNET_LEN + PKT_MAX + 1);
         if (r <= 0)
             break; /* EAGAIN: drained */
+        if ((size_t)r == VNET_LEN + PKT_MAX + 1) {
+            c->st->v[S_TUN_RX_BAD]++; /* larger than any IP packet: truncated */
+            continue;
+        }
         tx_packet(c, c->rbuf, (size_t)r, fp->feat.vnet_hdr);
     }
     flush(c);
