@@ -257,6 +257,9 @@ def test_features_report_and_bad_input() -> None:
         fp.add_sa(p, Direction.INBOUND)
         with pytest.raises(ValueError, match="SPI"):
             fp.add_sa(p, Direction.INBOUND)
+        v6 = replace(p, tunnel=TunnelAddrs(ip_address("2001:db8::1"), ip_address("2001:db8::2")))
+        with pytest.raises(ValueError, match="IPv6"):
+            fp.add_sa(v6, Direction.OUTBOUND)  # the ESP socket is AF_INET
         assert fp.table_sizes()["sas"] == 1
         with pytest.raises(ValueError):
             fp.configure(nice=-21)

@@ -189,6 +189,10 @@ static PyObject *FastPath_add_sa(FastPathObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bad SA direction, tunnel or peer address");
         goto out;
     }
+    if (outbound && pa.len == 16 && self->fp->feat.family == AF_INET) {
+        PyErr_SetString(PyExc_ValueError, "an IPv6 peer needs an IPv6 (dual-stack) ESP socket");
+        goto out;
+    }
     if (parse_selectors(sels_obj, &sels, &nsels) != 0)
         goto out;
     s = calloc(1, sizeof(*s));
