@@ -30,6 +30,7 @@ ext_modules: list[Extension] = [
             "ipsecd/datapath/native/fastpath.c",
             "ipsecd/datapath/native/fp_tables.c",
             "ipsecd/datapath/native/fp_loop.c",
+            "ipsecd/datapath/native/fp_rx.c",
             "ipsecd/datapath/native/sa.c",
             "ipsecd/datapath/native/crypto.c",
             "ipsecd/datapath/native/ah.c",

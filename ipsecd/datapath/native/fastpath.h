@@ -183,4 +183,27 @@ void fp_stop(struct fastpath *fp);
 int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n);
 int fp_open_tun(const char *name, int vnet_hdr, int multi_queue, char *ifname_out);
 
+/* Shared by fp_loop.c (TX, setup) and fp_rx.c (RX). */
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#define FP_UDP_SEGMENT 103 /* <linux/udp.h> */
+#define FP_UDP_GRO 104
+#define VNET_LEN 10        /* struct virtio_net_hdr */
+#define VNET_F_NEEDS_CSUM 1
+#define GSO_NONE 0
+#define GSO_TCPV4 1
+#define GSO_TCPV6 4
+#define GSO_UDP_L4 5
+#define PKT_MAX 65535
+
+/* fp_loop.c: checksums (RFC 1071; fp_sum returns the folded sum, not complemented) and TX. */
+uint32_t fp_sum(const unsigned char *p, size_t n, uint32_t acc);
+uint32_t fp_pseudo(const unsigned char *ip, int version, int proto, size_t len);
+uint16_t fp_finish(uint32_t s);
+void fp_tx_round(struct fastpath *fp);
+void fp_thread_priority(struct fastpath *fp, struct fp_stats *st);
+/* fp_rx.c */
+void *fp_rx_main(void *arg);
+
 #endif

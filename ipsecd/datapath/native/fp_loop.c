@@ -4,7 +4,7 @@
  * front, TCP/UDP super-packets segmented here and checksums completed) -> classify -> protect
  * through the rule's SA into an arena -> sendmmsg, runs of equal-sized datagrams to one peer
  * merged into one UDP GSO message (UDP_SEGMENT).
- * RX thread: poll(UDP, stop) -> recvmmsg (UDP_GRO: one message may carry many datagrams of
+ * RX thread (fp_rx.c): poll(UDP, stop) -> recvmmsg (UDP_GRO: one message may carry many datagrams of
  * gso_size bytes) -> per datagram: NAT-keepalive / non-ESP marker (slow path) / ESP: SPI hash ->
  * unprotect (replay check, ICV, window commit, decrypt, selectors: sa.c) -> write to the TUN.
  *
@@ -36,31 +36,15 @@
 
 #include "fastpath.h"
 
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-#define FP_UDP_SEGMENT 103 /* <linux/udp.h> */
-#define FP_UDP_GRO 104
-#define VNET_LEN 10
-#define VNET_F_NEEDS_CSUM 1
-#define GSO_NONE 0
-#define GSO_TCPV4 1
-#define GSO_TCPV6 4
-#define GSO_UDP_L4 5
 #define ARENA (1024 * 1024)
 #define MAX_OUT 512
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000
-#define RX_MSGS 32
-#define RX_HEAD 64
-#define RX_BUF (65536 + RX_HEAD)
-#define PKT_MAX 65535
-#define OUT_CAP (PKT_MAX + 256)
 
 /* --- checksums (RFC 1071) ------------------------------------------------------------------- */
 
 /* The ones' complement sum of p as big-endian 16-bit words, added to acc (not complemented). */
-static uint32_t fsum(const unsigned char *p, size_t n, uint32_t acc)
+uint32_t fp_sum(const unsigned char *p, size_t n, uint32_t acc)
 {
     uint64_t s = 0, s1 = 0, s2 = 0, s3 = 0;
     while (n >= 32) { /* four independent 64-bit accumulators of 32-bit halves: no carries lost */
@@ -105,23 +89,23 @@ static uint32_t fsum(const unsigned char *p, size_t n, uint32_t acc)
     return (uint32_t)s;
 }
 
-static uint32_t pseudo(const unsigned char *ip, int version, int proto, size_t len)
+uint32_t fp_pseudo(const unsigned char *ip, int version, int proto, size_t len)
 {
     uint32_t s;
     if (version == 4) {
-        s = fsum(ip + 12, 8, 0);
-        return fsum((const unsigned char[]){0, (unsigned char)proto, (unsigned char)(len >> 8),
+        s = fp_sum(ip + 12, 8, 0);
+        return fp_sum((const unsigned char[]){0, (unsigned char)proto, (unsigned char)(len >> 8),
                                             (unsigned char)len},
                     4, s);
     }
-    s = fsum(ip + 8, 32, 0);
-    return fsum((const unsigned char[]){(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+    s = fp_sum(ip + 8, 32, 0);
+    return fp_sum((const unsigned char[]){(unsigned char)(len >> 24), (unsigned char)(len >> 16),
                                         (unsigned char)(len >> 8), (unsigned char)len, 0, 0, 0,
                                         (unsigned char)proto},
                 8, s);
 }
 
-static uint16_t finish(uint32_t s)
+uint16_t fp_finish(uint32_t s)
 {
     return (uint16_t)(~s & 0xFFFF);
 }
@@ -319,7 +303,7 @@ static unsigned char *seg_build(struct seg_state *g, size_t k, size_t *len)
         nat_put16(o + 2, (uint16_t)total);
         nat_put16(o + 4, (uint16_t)(g->id0 + k));
         o[10] = o[11] = 0;
-        nat_put16(o + 10, finish(fsum(o, g->iphl, 0)));
+        nat_put16(o + 10, fp_finish(fp_sum(o, g->iphl, 0)));
     } else {
         nat_put16(o + 4, (uint16_t)(total - 40));
     }
@@ -330,12 +314,12 @@ static unsigned char *seg_build(struct seg_state *g, size_t k, size_t *len)
         if (k > 0)
             l4[13] &= (unsigned char)~0x80; /* CWR only on the first */
         l4[16] = l4[17] = 0;
-        nat_put16(l4 + 16, finish(fsum(l4, l4len, pseudo(o, g->version, 6, l4len))));
+        nat_put16(l4 + 16, fp_finish(fp_sum(l4, l4len, fp_pseudo(o, g->version, 6, l4len))));
     } else {
         uint16_t sum;
         nat_put16(l4 + 4, (uint16_t)l4len);
         l4[6] = l4[7] = 0;
-        sum = finish(fsum(l4, l4len, pseudo(o, g->version, 17, l4len)));
+        sum = fp_finish(fp_sum(l4, l4len, fp_pseudo(o, g->version, 17, l4len)));
         nat_put16(l4 + 6, sum == 0 ? 0xFFFF : sum);
     }
     *len = total;
@@ -379,7 +363,7 @@ static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n, int vnet)
                 return;
             }
             /* The field holds the pseudo-header sum; the device sums from csum_start on. */
-            nat_put16(pkt + start + off, finish(fsum(pkt + start, len - start, 0)));
+            nat_put16(pkt + start + off, fp_finish(fp_sum(pkt + start, len - start, 0)));
             c->st->v[S_TUN_RX_CSUM_FIXED]++;
         }
     }
@@ -435,7 +419,7 @@ static void tx_packet(struct tx_ctx *c, unsigned char *buf, size_t n, int vnet)
 
 /* One round of TX work: read the TUN until it is empty (or `batch` packets), protect, send.
  * Caller holds fp->txmu (the TX thread, or the RX thread when the TX thread is idle). */
-static void tx_round(struct fastpath *fp)
+void fp_tx_round(struct fastpath *fp)
 {
     struct tx_ctx *c = fp->txc;
     size_t i;
@@ -504,7 +488,7 @@ static struct tx_ctx *tx_ctx_new(struct fastpath *fp)
 /* Latency: the threads stand in for the kernel's softirq work. A real-time priority (SCHED_RR,
  * root) lets them run as soon as a packet wakes them instead of waiting for a busy CPU's time slice;
  * a negative nice value is the milder choice. Failure leaves the default, counted. */
-static void thread_priority(struct fastpath *fp, struct fp_stats *st)
+void fp_thread_priority(struct fastpath *fp, struct fp_stats *st)
 {
     if (fp->rt_priority > 0) {
         struct sched_param sp;
@@ -520,7 +504,7 @@ static void thread_priority(struct fastpath *fp, struct fp_stats *st)
 static void *tx_main(void *arg)
 {
     struct fastpath *fp = arg;
-    thread_priority(fp, &fp->tx_stats);
+    fp_thread_priority(fp, &fp->tx_stats);
     while (!fp->stopping) {
         struct pollfd pfd[2] = {{fp->tun_fd, POLLIN, 0}, {fp->stop_fd, POLLIN, 0}};
         if (poll(pfd, 2, 200) <= 0 || fp->stopping)
@@ -528,350 +512,9 @@ static void *tx_main(void *arg)
         if (!(pfd[0].revents & POLLIN))
             continue;
         pthread_mutex_lock(&fp->txmu);
-        tx_round(fp);
+        fp_tx_round(fp);
         pthread_mutex_unlock(&fp->txmu);
     }
-    return NULL;
-}
-
-/* --- RX: ESP-in-UDP -> TUN ----------------------------------------------------------------- */
-
-/* Receive-side coalescing for the TUN (IFF_VNET_HDR only): consecutive in-order TCP segments of one
- * flow (same addresses, ports, ACK number, header bytes and segment size; only ACK/PSH flags) are
- * merged into one super-packet written with gso_type TCPV4/TCPV6, so the kernel's stack handles one
- * packet instead of up to 45. */
-#define GRO_SLOTS 8
-#define GRO_CAP (VNET_LEN + PKT_MAX)
-
-struct gro_slot {
-    unsigned char *buf; /* vnet header room, then the packet */
-    size_t len;         /* packet bytes (without the vnet header) */
-    size_t hl;          /* IP + TCP header bytes */
-    size_t mss;         /* payload bytes of the first segment */
-    unsigned count;     /* segments merged */
-    uint32_t next_seq;
-    unsigned age;
-    int version, proto;
-    int closed;         /* the last segment was short or carried PSH: nothing may follow */
-};
-
-struct rx_ctx {
-    struct fastpath *fp;
-    struct fp_stats *st;
-    unsigned char *bufs[RX_MSGS];
-    struct mmsghdr msgs[RX_MSGS];
-    struct iovec iov[RX_MSGS];
-    struct sockaddr_storage from[RX_MSGS];
-    union {
-        char buf[CMSG_SPACE(sizeof(int)) + 64];
-        struct cmsghdr align;
-    } cm[RX_MSGS];
-    unsigned char *out; /* VNET_LEN bytes of header room, then the inner packet */
-    struct gro_slot gro[GRO_SLOTS];
-    unsigned gro_clock;
-};
-
-static void tun_write(struct rx_ctx *c, unsigned char *vbuf, size_t plen)
-{
-    struct fastpath *fp = c->fp;
-    ssize_t r;
-    if (fp->feat.vnet_hdr)
-        r = write(fp->tun_fd, vbuf, plen + VNET_LEN);
-    else
-        r = write(fp->tun_fd, vbuf + VNET_LEN, plen);
-    if (r < 0) {
-        c->st->v[S_TUN_TX_ERRORS]++;
-    } else {
-        c->st->v[S_TUN_TX_PACKETS]++;
-        c->st->v[S_TUN_TX_BYTES] += plen;
-    }
-}
-
-static void gro_flush(struct rx_ctx *c, struct gro_slot *g)
-{
-    unsigned char *v = g->buf, *p = g->buf + VNET_LEN;
-    if (g->count == 0)
-        return;
-    memset(v, 0, VNET_LEN);
-    if (g->count > 1) {
-        size_t iphl = g->version == 4 ? (size_t)(p[0] & 0x0F) * 4 : 40, l4len = g->len - iphl;
-        int tcp = g->proto == 6;
-        if (g->version == 4) {
-            nat_put16(p + 2, (uint16_t)g->len);
-            p[10] = p[11] = 0;
-            nat_put16(p + 10, finish(fsum(p, iphl, 0)));
-        } else {
-            nat_put16(p + 4, (uint16_t)l4len);
-        }
-        if (!tcp)
-            nat_put16(p + iphl + 4, (uint16_t)l4len);
-        /* CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the kernel adds the rest
-         * for every segment it cuts. */
-        nat_put16(p + iphl + (tcp ? 16 : 6), (uint16_t)pseudo(p, g->version, g->proto, l4len));
-        v[0] = VNET_F_NEEDS_CSUM;
-        v[1] = tcp ? (g->version == 4 ? GSO_TCPV4 : GSO_TCPV6) : GSO_UDP_L4;
-        v[2] = (unsigned char)g->hl;
-        v[3] = (unsigned char)(g->hl >> 8);
-        v[4] = (unsigned char)g->mss;
-        v[5] = (unsigned char)(g->mss >> 8);
-        v[6] = (unsigned char)iphl;
-        v[7] = (unsigned char)(iphl >> 8);
-        v[8] = tcp ? 16 : 6;
-        c->st->v[S_TUN_TX_GRO]++;
-    }
-    tun_write(c, v, g->len);
-    g->count = 0;
-}
-
-static void gro_flush_all(struct rx_ctx *c)
-{
-    int i;
-    for (i = 0; i < GRO_SLOTS; i++)
-        gro_flush(c, &c->gro[i]);
-}
-
-/* Same flow: protocol, addresses and ports. */
-static int gro_same_flow(const struct gro_slot *g, const unsigned char *p, int version, int proto, size_t iphl)
-{
-    const unsigned char *q = g->buf + VNET_LEN;
-    size_t qiphl = g->version == 4 ? (size_t)(q[0] & 0x0F) * 4 : 40;
-    if (g->count == 0 || g->version != version || g->proto != proto)
-        return 0;
-    if (version == 4 ? memcmp(q + 12, p + 12, 8) != 0 : memcmp(q + 8, p + 8, 32) != 0)
-        return 0;
-    return memcmp(q + qiphl, p + iphl, 4) == 0;
-}
-
-/* Deliver one decrypted packet (at vbuf + VNET_LEN, n bytes) through the coalescer: TCP segments
- * in sequence (only ACK/PSH, same ACK number, window and options), or UDP datagrams of one size
- * (the last may be shorter) become one GSO super-packet. */
-static void rx_deliver(struct rx_ctx *c, unsigned char *vbuf, size_t n)
-{
-    unsigned char *p = vbuf + VNET_LEN, *th;
-    struct gro_slot *g = NULL, *victim = NULL;
-    int version = p[0] >> 4, proto, i, tcp;
-    size_t iphl, thl, hl, payload;
-    unsigned flags = 0x10;
-    if (!c->fp->feat.vnet_hdr)
-        goto direct;
-    if (version == 4) {
-        iphl = (size_t)(p[0] & 0x0F) * 4;
-        proto = p[9];
-        if (iphl != 20 || (nat_get16(p + 6) & 0x3FFF) != 0)
-            goto direct; /* options or a fragment */
-    } else {
-        iphl = 40;
-        proto = p[6];
-    }
-    tcp = proto == 6;
-    if ((proto != 6 && proto != 17) || n < iphl + (tcp ? 20 : 8))
-        goto direct;
-    if (!tcp && !(c->fp->feat.offload & 0x60))
-        goto direct; /* the kernel took no USO: it may not take UDP super-packets either */
-    th = p + iphl;
-    thl = tcp ? (size_t)(th[12] >> 4) * 4 : 8;
-    hl = iphl + thl;
-    if (tcp)
-        flags = th[13];
-    if (thl < (tcp ? 20u : 8u) || hl > n || (!tcp && nat_get16(th + 4) != n - iphl))
-        goto direct;
-    payload = n - hl;
-    for (i = 0; i < GRO_SLOTS; i++)
-        if (gro_same_flow(&c->gro[i], p, version, proto, iphl)) {
-            g = &c->gro[i];
-            break;
-        }
-    if (g != NULL) {
-        const unsigned char *q = g->buf + VNET_LEN, *qt = q + iphl;
-        int ok = !g->closed && payload > 0 && payload <= g->mss && g->hl == hl && g->len + payload <= PKT_MAX
-                 && g->count < 64
-                 && (version == 4 ? q[1] == p[1] && q[8] == p[8] && (q[6] & 0x40) == (p[6] & 0x40)
-                                  : memcmp(q, p, 4) == 0 && q[7] == p[7]);
-        if (ok && tcp)
-            ok = (flags & ~0x08u) == 0x10 && nat_get32(th + 4) == g->next_seq
-                 && memcmp(qt + 8, th + 8, 4) == 0          /* ACK number */
-                 && memcmp(qt + 14, th + 14, 2) == 0        /* window */
-                 && memcmp(qt + 20, th + 20, thl - 20) == 0; /* options (timestamps) */
-        if (ok) {
-            memcpy(g->buf + VNET_LEN + g->len, p + hl, payload);
-            g->len += payload;
-            g->count++;
-            g->next_seq += (uint32_t)payload;
-            if (payload < g->mss || (flags & 0x08))
-                g->closed = 1;
-            if (tcp)
-                g->buf[VNET_LEN + iphl + 13] |= (unsigned char)(flags & 0x08);
-            return;
-        }
-        gro_flush(c, g); /* keep the flow's order: what is held goes first */
-        g = NULL;
-    }
-    if (payload == 0 || (flags & ~0x08u) != 0x10)
-        goto direct;
-    for (i = 0; g == NULL && i < GRO_SLOTS; i++)
-        if (c->gro[i].count == 0)
-            g = &c->gro[i];
-    if (g == NULL) {
-        for (i = 0; i < GRO_SLOTS; i++)
-            if (victim == NULL || c->gro[i].age < victim->age)
-                victim = &c->gro[i];
-        gro_flush(c, victim);
-        g = victim;
-    }
-    memcpy(g->buf + VNET_LEN, p, n);
-    g->len = n;
-    g->hl = hl;
-    g->mss = payload;
-    g->count = 1;
-    g->version = version;
-    g->proto = proto;
-    g->next_seq = tcp ? nat_get32(th + 4) + (uint32_t)payload : 0;
-    g->closed = (flags & 0x08) != 0;
-    g->age = c->gro_clock++;
-    return;
-direct:
-    tun_write(c, vbuf, n);
-}
-
-static void rx_datagram(struct rx_ctx *c, unsigned char *d, size_t n, const struct sockaddr_storage *from)
-{
-    struct fastpath *fp = c->fp;
-    struct fp_sa *s;
-    unsigned char *h = d - 28;
-    size_t outlen = 0;
-    int v;
-    /* RFC 3948 sections 2.2 and 2.3. */
-    if (n == 1 && d[0] == 0xFF) {
-        c->st->v[S_KEEPALIVE]++;
-        return;
-    }
-    if (n >= 4 && nat_get32(d) == 0) {
-        if (fp_slow_push(fp, FP_SLOW_INBOUND, 0, from, d, n) == 0)
-            c->st->v[S_SLOW_QUEUED]++;
-        else
-            c->st->v[S_SLOW_DROPPED]++;
-        return;
-    }
-    if (n < 8 || n > PKT_MAX - 28) {
-        c->st->v[S_RX_MALFORMED]++;
-        return;
-    }
-    s = fp_spi_lookup(fp, nat_get32(d));
-    if (s == NULL) {
-        c->st->v[S_BAD_SPI]++;
-        return;
-    }
-    /* sa.c unprotects a whole outer packet: put an IPv4 + UDP header in the 28 bytes in front of
-     * the datagram (headroom for the first, the already processed previous datagram otherwise).
-     * Tunnel mode does not look at the outer addresses (docs/datapath.md section 2.3). */
-    memset(h, 0, 28);
-    h[0] = 0x45;
-    nat_put16(h + 2, (uint16_t)(n + 28));
-    h[8] = 64;
-    h[9] = 17;
-    nat_put16(h + 20, 4500);
-    nat_put16(h + 22, 4500);
-    nat_put16(h + 24, (uint16_t)(n + 8));
-    v = nat_sa_unprotect(&s->sa, h, n + 28, c->out + VNET_LEN, OUT_CAP, &outlen);
-    fp_forward_sa_events(fp, s, c->st);
-    if (v != V_OK) {
-        c->st->v[S_UNPROTECT_DROPS]++;
-        return;
-    }
-    memset(c->out, 0, VNET_LEN);
-    rx_deliver(c, c->out, outlen);
-}
-
-static void *rx_main(void *arg)
-{
-    struct fastpath *fp = arg;
-    struct rx_ctx *c = calloc(1, sizeof(*c));
-    int i;
-    if (c == NULL)
-        return NULL;
-    c->fp = fp;
-    c->st = &fp->rx_stats;
-    thread_priority(fp, c->st);
-    c->out = malloc(VNET_LEN + OUT_CAP);
-    if (c->out == NULL)
-        goto out;
-    for (i = 0; i < GRO_SLOTS; i++) {
-        c->gro[i].buf = malloc(GRO_CAP);
-        if (c->gro[i].buf == NULL)
-            goto out;
-    }
-    for (i = 0; i < RX_MSGS; i++) {
-        c->bufs[i] = malloc(RX_BUF);
-        if (c->bufs[i] == NULL)
-            goto out;
-    }
-    while (!fp->stopping) {
-        struct pollfd pfd[2] = {{fp->udp_fd, POLLIN, 0}, {fp->stop_fd, POLLIN, 0}};
-        int r, m, rounds;
-        if (poll(pfd, 2, 200) <= 0 || fp->stopping)
-            continue;
-        if (!(pfd[0].revents & POLLIN))
-            continue;
-        for (rounds = 0; rounds < 8; rounds++) {
-            for (i = 0; i < RX_MSGS; i++) {
-                memset(&c->msgs[i], 0, sizeof(c->msgs[i]));
-                c->iov[i].iov_base = c->bufs[i] + RX_HEAD;
-                c->iov[i].iov_len = RX_BUF - RX_HEAD;
-                c->msgs[i].msg_hdr.msg_iov = &c->iov[i];
-                c->msgs[i].msg_hdr.msg_iovlen = 1;
-                c->msgs[i].msg_hdr.msg_name = &c->from[i];
-                c->msgs[i].msg_hdr.msg_namelen = sizeof(c->from[i]);
-                c->msgs[i].msg_hdr.msg_control = c->cm[i].buf;
-                c->msgs[i].msg_hdr.msg_controllen = sizeof(c->cm[i].buf);
-            }
-            r = recvmmsg(fp->udp_fd, c->msgs, RX_MSGS, MSG_DONTWAIT, NULL);
-            c->st->v[S_UDP_RX_CALLS]++;
-            if (r <= 0)
-                break;
-            pthread_rwlock_rdlock(&fp->lock);
-            for (m = 0; m < r; m++) {
-                struct msghdr *mh = &c->msgs[m].msg_hdr;
-                struct cmsghdr *cmsg;
-                size_t len = c->msgs[m].msg_len, seg = len, off;
-                for (cmsg = CMSG_FIRSTHDR(mh); cmsg != NULL; cmsg = CMSG_NXTHDR(mh, cmsg)) {
-                    if (cmsg->cmsg_level == SOL_UDP && cmsg->cmsg_type == FP_UDP_GRO) {
-                        int g;
-                        memcpy(&g, CMSG_DATA(cmsg), sizeof(g));
-                        if (g > 0 && (size_t)g < len) {
-                            seg = (size_t)g;
-                            c->st->v[S_UDP_RX_GRO_MSGS]++;
-                        }
-                    }
-                }
-                if (mh->msg_flags & MSG_TRUNC) {
-                    c->st->v[S_RX_MALFORMED]++;
-                    continue;
-                }
-                for (off = 0; off < len; off += seg) {
-                    size_t dl = len - off < seg ? len - off : seg;
-                    c->st->v[S_UDP_RX_DATAGRAMS]++;
-                    rx_datagram(c, c->bufs[m] + RX_HEAD + off, dl, &c->from[m]);
-                }
-            }
-            gro_flush_all(c);
-            pthread_rwlock_unlock(&fp->lock);
-            /* What the packets just written provoked (an echo reply, TCP ACKs) is usually in the
-             * TUN queue already: send it from here when the TX thread is idle, saving its wake-up. */
-            if (pthread_mutex_trylock(&fp->txmu) == 0) {
-                tx_round(fp);
-                pthread_mutex_unlock(&fp->txmu);
-            }
-            if (r < RX_MSGS)
-                break;
-        }
-    }
-out:
-    for (i = 0; i < RX_MSGS; i++)
-        free(c->bufs[i]);
-    for (i = 0; i < GRO_SLOTS; i++)
-        free(c->gro[i].buf);
-    free(c->out);
-    free(c);
     return NULL;
 }
 
@@ -961,7 +604,7 @@ const char *fp_start(struct fastpath *fp)
     }
     if (pthread_create(&fp->tx, NULL, tx_main, fp) != 0)
         return "cannot start the TX thread";
-    if (pthread_create(&fp->rx, NULL, rx_main, fp) != 0) {
+    if (pthread_create(&fp->rx, NULL, fp_rx_main, fp) != 0) {
         fp->stopping = 1;
         pthread_join(fp->tx, NULL);
         return "cannot start the RX thread";
