@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,8 +94,8 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 def make_stores(mode: str, encap: bool) -> tuple[str, str]:
     """The two hosts' stores: one SA each way (fresh SPIs and keys) and each host's policies."""
-    spi_ab = secrets.randbelow(0xFFFF0000) + 0x1000
-    spi_ba = spi_ab ^ 0x00FF0000 or 0x2000
+    spi_ab = 0x1000 + secrets.randbelow(0x7FFFF000)  # RFC 4303 section 2.1: 1..255 reserved
+    spi_ba = spi_ab + 0x80000000  # a different SPI, still below 2**32
     key_ab, key_ba = secrets.token_hex(20), secrets.token_hex(20)  # 16-byte AES key + 4-byte salt
     tail = " encap espinudp 4500 4500 0.0.0.0" if encap else ""
 
@@ -225,7 +224,7 @@ def iperf3(client: Host, server: Host, dst: str, src: str, seconds: float) -> tu
 # --- the demo -------------------------------------------------------------------------------------
 
 
-def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int) -> dict[str, Any]:
+def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool = True) -> dict[str, Any]:
     summary: dict[str, Any] = {"mode": mode, "encap": encap, "keys": "manual"}
     section("two hosts in network namespaces, one veth link")
     a, b = lab.host("a"), lab.host("b")
@@ -236,8 +235,14 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int) -> dict[str, Any]
         a_in, b_in = A_INNER, B_INNER
     else:
         a_in, b_in = A_OUTER, B_OUTER
-    say(f"host a: namespace {a.ns}, {link.a_ifname} {A_OUTER}/24" + (f", lo {A_INNER}" if mode == "tunnel" else ""))
-    say(f"host b: namespace {b.ns}, {link.b_ifname} {B_OUTER}/24" + (f", lo {B_INNER}" if mode == "tunnel" else ""))
+    say(
+        f"host a: namespace {a.ns}, {link.a_ifname} {A_OUTER}/24"
+        + (f", lo {A_INNER}" if mode == "tunnel" else "")
+    )
+    say(
+        f"host b: namespace {b.ns}, {link.b_ifname} {B_OUTER}/24"
+        + (f", lo {B_INNER}" if mode == "tunnel" else "")
+    )
     summary["namespaces"] = [a.ns, b.ns]
 
     section("policy stores (written for this demo)")
@@ -248,7 +253,7 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int) -> dict[str, Any]
     say(redact(store_a))
 
     section("starting ipsecd on both hosts")
-    for node in (node_a, node_b):
+    for node in (node_a, node_b) if with_ipsecd else ():
         node.start()
         assert node.proc is not None
         say(f"host {node.host.name}: pid {node.proc.pid}, control socket {node.control}")
@@ -285,16 +290,27 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int) -> dict[str, Any]
         say("  " + ln)
     summary.update(esp=esp, esp_in_udp=udp, plaintext=plain, marker_frames=marker)
 
-    for node in (node_a, node_b):
+    if not with_ipsecd:
+        say("(--without-ipsecd: no daemon ran, so the traffic above crossed the link in clear)")
+    for node in (node_a, node_b) if with_ipsecd else ():
         for obj in ("mmsas", "qmsas", "stats"):
             section(f"host {node.host.name}: ipsecctl --control {node.control} dynamic show {obj}")
             text = node.ipsecctl("dynamic", "show", obj)
             say(text)
             summary.setdefault("monitor", {}).setdefault(node.host.name, {})[obj] = text
+        section(f"host {node.host.name}: ipsecctl --control {node.control} xfrm state list")
+        say(
+            "(manually keyed SAs live in the SA database; `dynamic show qmsas` lists SAs that IKE negotiated)"
+        )
+        text = node.ipsecctl("xfrm", "state", "list")
+        say(text)
+        summary.setdefault("monitor", {}).setdefault(node.host.name, {})["xfrm"] = text
         r = node.datapath().get("router", {})
         keys = ("captured", "protected", "received", "delivered", "bad_spi", "unprotect_failed", "looped")
         say("datapath counters: " + ", ".join(f"{k} {r.get(k)}" for k in keys))
-        section(f"host {node.host.name}: the daemon's log (last {log_lines} lines; the journal under systemd)")
+        section(
+            f"host {node.host.name}: the daemon's log (last {log_lines} lines; the journal under systemd)"
+        )
         for ln in node.log_tail(log_lines):
             say("  " + ln)
         say("  (events.log and the Oakley log are written by the IKE path; with manual keys there is none)")
@@ -319,8 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("tunnel", "transport"), default="tunnel")
     parser.add_argument("--encap", action="store_true", help="ESP in UDP 4500 (RFC 3948) instead of raw ESP")
     parser.add_argument("--manual", action="store_true", help="manually keyed SAs (the only variant for now)")
-    parser.add_argument("--token", default=None, help="hex token naming the namespaces (tools/demo passes one)")
+    parser.add_argument(
+        "--token", default=None, help="hex token naming the namespaces (tools/demo passes one)"
+    )
     parser.add_argument("--log-lines", type=int, default=8)
+    parser.add_argument(
+        "--without-ipsecd",
+        action="store_true",
+        help="start no daemon (a control run: the plaintext check must then fail)",
+    )
     args = parser.parse_args(argv)
     if not is_root():
         print("demo: run as root (network namespaces, TUN devices, nftables)", file=sys.stderr)
@@ -331,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"passed": False}
     lab = Lab(token=args.token)
     try:
-        summary = run_demo(lab, args.mode, args.encap, args.log_lines)
+        summary = run_demo(lab, args.mode, args.encap, args.log_lines, not args.without_ipsecd)
     except (HarnessError, AssertionError, StopIteration) as exc:
         print(f"demo: failed: {exc}", file=sys.stderr)
         summary["error"] = str(exc)
