@@ -15,8 +15,13 @@ ext_modules: list[Extension] = [
             "ipsecd/datapath/native/ah.c",
             "ipsecd/datapath/native/ip.c",
             "ipsecd/datapath/native/replay.c",
+            "ipsecd/datapath/native/rsa.c",
         ],
-        depends=["ipsecd/datapath/native/ipsec_native.h", "ipsecd/datapath/native/sa.h"],
+        depends=[
+            "ipsecd/datapath/native/ipsec_native.h",
+            "ipsecd/datapath/native/sa.h",
+            "ipsecd/datapath/native/rsa.h",
+        ],
         libraries=["crypto"],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c99", "-fno-strict-aliasing"],
         # A compiler that cannot build it must not fail the install: the Python path takes over.

@@ -41,9 +41,25 @@ def available() -> str | None:
 
 class CharonV1Peer:
     def __init__(
-        self, *, ike_proposal: str, esp_proposal: str, psk: str, pfs: bool = False, charon_port: int = 500
+        self,
+        *,
+        ike_proposal: str,
+        esp_proposal: str,
+        psk: str,
+        pfs: bool = False,
+        charon_port: int = 500,
+        encap: bool = False,
+        swanctl_conf: str | None = None,
+        files: dict[str, bytes] | None = None,
+        extra_plugins: str = "",
     ) -> None:
+        """``swanctl_conf`` replaces the PSK connection text; ``files`` are written below the swanctl
+        directory (e.g. ``x509ca/ca.pem``); ``extra_plugins`` are appended to the load line."""
         self.charon_port = charon_port
+        self.encap = encap
+        self._swanctl_conf = swanctl_conf
+        self._files = files or {}
+        self._plugins = f"{PLUGINS} {extra_plugins}".strip()
         self.ns = f"ipsecd-v1-{os.getpid()}-{int(time.monotonic() * 1000) % 100000}"
         self.dir = Path(tempfile.mkdtemp(prefix="ipsecd-charon-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,7 +80,7 @@ class CharonV1Peer:
         vici = f"unix://{d}/charon.vici"
         (d / "strongswan.conf").write_text(
             f"""charon {{
-  load = {PLUGINS}
+  load = {self._plugins}
   port = {self.charon_port}
   port_nat_t = {4500 if self.charon_port == 500 else self.charon_port + 1}
   install_routes = no
@@ -85,7 +101,7 @@ swanctl {{ socket = {vici} }}
     local_addrs = 127.0.0.1
     remote_addrs = 127.0.0.2
     proposals = {ike_proposal}
-    encap = no
+    encap = {"yes" if self.encap else "no"}
     mobike = no
     local {{ auth = psk
       id = 127.0.0.1 }}
@@ -102,6 +118,12 @@ secrets {{ ike-1 {{ id-1 = 127.0.0.1
   secret = "{psk}" }} }}
 """
         )
+        if self._swanctl_conf is not None:
+            (d / "swanctl" / "swanctl.conf").write_text(self._swanctl_conf)
+        for rel, data in self._files.items():
+            target = d / "swanctl" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         self._run("ip", "netns", "add", self.ns)
         self._run("ip", "-n", self.ns, "link", "set", "lo", "up")
         self._run("ip", "-n", self.ns, "addr", "add", "10.2.0.1/32", "dev", "lo")
@@ -165,6 +187,21 @@ secrets {{ ike-1 {{ id-1 = 127.0.0.1
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def swanctl(self, *args: str) -> str:
+        """Runs swanctl against this charon; returns its output."""
+        r = subprocess.run(
+            ["ip", "netns", "exec", self.ns, "swanctl", *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        return r.stdout + r.stderr
+
+    def ip(self, *args: str) -> None:
+        """Runs ``ip`` inside the namespace."""
+        self._run("ip", "-n", self.ns, *args)
 
     def log_text(self) -> str:
         try:

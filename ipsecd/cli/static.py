@@ -22,6 +22,7 @@ from tomlkit.items import AoT, Table
 from ipsecd.cli.context import CliError, Context
 from ipsecd.cli.grammar import Command, UsageError, parse_bool
 from ipsecd.cli.show import cmd_check, cmd_match, cmd_show
+from ipsecd.policy import schema
 from ipsecd.policy.edit import (
     KIND_TITLES,
     NAME_KEYS,
@@ -92,39 +93,11 @@ def _require_user_object(editor: StoreEditor, kind: str, name: str) -> None:
 
 
 # -- mapping command parameters to TOML values -------------------------------------------------
-POLICY_KEYS = (
-    "name",
-    "description",
-    "pollinginterval",
-    "mmlifetime",
-    "qmpermm",
-    "mmsecmethods",
-    "mmpfs",
-    "activatedefaultrule",
-)
-FILTERLIST_KEYS = ("name", "description")
-FILTER_KEYS = (
-    "srcaddr",
-    "srcmask",
-    "dstaddr",
-    "dstmask",
-    "protocol",
-    "srcport",
-    "dstport",
-    "mirrored",
-    "description",
-)
-FILTERACTION_KEYS = ("name", "description", "action", "qmsecmethods", "inpass", "soft", "qmpfs")
-RULE_KEYS = (
-    "name",
-    "description",
-    "filterlist",
-    "filteraction",
-    "tunnel",
-    "conntype",
-    "activate",
-    "ikeversion",
-)
+POLICY_KEYS = schema.POLICY_SCALAR_KEYS
+FILTERLIST_KEYS = schema.FILTERLIST_SCALAR_KEYS
+FILTER_KEYS = schema.FILTER_KEYS
+FILTERACTION_KEYS = schema.FILTERACTION_KEYS
+RULE_KEYS = schema.RULE_SCALAR_KEYS
 _NONE_WORDS = {"", "none", "0"}
 
 

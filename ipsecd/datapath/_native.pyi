@@ -5,6 +5,8 @@ COUNTERS: tuple[str, ...]
 CONFIG_FIELDS: int
 OPENSSL_VERSION: str
 
+def rsa_sign_raw(der_private_key: bytes, data: bytes, /) -> bytes: ...
+
 class Sa:
     def __init__(
         self,

@@ -15,16 +15,30 @@ One ``MainMode`` object runs one exchange as initiator or responder. The caller 
 retransmission, and is counted by the caller). Messages 2-4 are unauthenticated, so anything wrong
 in them is dropped rather than ending the exchange (a forged datagram must not kill a negotiation);
 the exchange fails only when the responder has no acceptable proposal or an authentication hash does
-not verify. Randomness and DH are injected. NAT traversal, Aggressive Mode and signature
-authentication are not handled here.
+not verify. Randomness and DH are injected. Aggressive Mode is not handled here.
+
+With ``MainModeConfig.cert``, authentication is by RSA signatures (RFC 2409 section 5.1): messages
+3/4 add CERTREQ payloads naming our trusted roots, messages 5/6 carry ID, CERT and SIG instead of
+ID and HASH, and SKEYID = prf(Ni_b | Nr_b, g^xy); ``ipsecd.ikev1.certs`` verifies the peer.
+
+NAT traversal, RFC 3947: with ``natt`` set, messages 1/2 carry the RFC 3947 vendor ID; when both
+sides sent it, messages 3/4 carry NAT-D payloads (section 3.2: HASH(CKY-I | CKY-R | IP | Port), the
+peer's address first, then ours) and ``Phase1Sa`` says who is behind a NAT. The switch to port 4500
+(section 4) is the caller's business: it owns the sockets. ``force_nat`` hashes a wrong local port, so
+the peer believes we are behind a NAT and both sides use UDP-encapsulated ESP (as strongSwan's
+``encap = yes`` does).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ipsecd.ike import crypto
 from ipsecd.ike.buffers import CodecError
@@ -32,14 +46,18 @@ from ipsecd.ike.constants import AuthMethod, ExchangeType, NotifyType
 from ipsecd.ike.dh import DhError, DhKey, DhProvider, public_value_length
 from ipsecd.ike.proposals import MmParams, ProposalError, match_mm, mm_sa_payload, parse_mm_transform
 from ipsecd.ikev1 import codec
+from ipsecd.ikev1.certs import CertCredentials, CertError, rsa_verify_raw, subject_text, verify_peer
 from ipsecd.ikev1.codec import Header, Message
 from ipsecd.ikev1.payloads import (
+    CertPayload,
     HashPayload,
     IdPayload,
     KePayload,
+    NatDPayload,
     NoncePayload,
     NotifyPayload,
     Payload,
+    SigPayload,
     VendorIdPayload,
 )
 from ipsecd.ikev1.sa import SaPayload
@@ -47,6 +65,13 @@ from ipsecd.policy.model import MmSecMethod
 
 NONCE_LEN = 32
 MM = ExchangeType.IDENTITY_PROTECTION
+RFC3947_VID = hashlib.md5(b"RFC 3947").digest()  # RFC 3947 section 3.1: MD5 of "RFC 3947"
+Address = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
+
+
+def nat_d_hash(alg: int, cky_i: bytes, cky_r: bytes, addr: Address) -> bytes:
+    """RFC 3947 section 3.2: HASH = HASH(CKY-I | CKY-R | IP | Port), the negotiated hash."""
+    return crypto.hash_(alg, cky_i + cky_r + addr[0].packed + addr[1].to_bytes(2, "big"))
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,13 @@ class MainModeConfig:
     local_id: IdPayload
     lifetime_s: int = 28800
     vendor_ids: tuple[bytes, ...] = ()
+    natt: bool = False  # offer RFC 3947 NAT traversal
+    force_nat: bool = False  # make the peer believe we are behind a NAT (UDP-encapsulated ESP)
+    cert: CertCredentials | None = None  # RSA signatures with X.509 certificates instead of the PSK
+
+    @property
+    def auth_method(self) -> int:
+        return AuthMethod.RSA_SIGNATURES if self.cert is not None else AuthMethod.PRE_SHARED_KEY
 
 
 @dataclass(frozen=True)
@@ -73,6 +105,15 @@ class Phase1Sa:
     peer_id: IdPayload
     peer_vendor_ids: tuple[bytes, ...] = ()
     peer_notifies: tuple[NotifyPayload, ...] = ()
+    natt: bool = False  # both sides do RFC 3947
+    nat_local: bool = False  # we are behind a NAT (our NAT-D did not match): we send keep-alives
+    nat_peer: bool = False  # the peer is behind a NAT
+    peer_cert_subject: str | None = None  # RFC 4514 text of the verified peer certificate
+
+    @property
+    def nat_detected(self) -> bool:
+        """RFC 3947 section 4: a NAT on the path; ESP is then UDP-encapsulated on port 4500."""
+        return self.natt and (self.nat_local or self.nat_peer)
 
 
 @dataclass(frozen=True)
@@ -112,11 +153,25 @@ class MainMode:
     """One Main Mode exchange. Use ``MainMode.initiator(...)`` / ``MainMode.responder(...)``."""
 
     def __init__(
-        self, config: MainModeConfig, *, initiator: bool, rng: Callable[[int], bytes], dh: DhProvider
+        self,
+        config: MainModeConfig,
+        *,
+        initiator: bool,
+        rng: Callable[[int], bytes],
+        dh: DhProvider,
+        local: Address | None = None,
+        peer: Address | None = None,
     ) -> None:
         if not config.methods:
             raise ValueError("no main mode security methods")
+        if config.natt and (local is None or peer is None):
+            raise ValueError("NAT traversal needs the local and peer addresses")
         self._cfg = config
+        self._local = local
+        self._peer = peer
+        self._natt = False
+        self._nat_local = self._nat_peer = False
+        self._peer_subject: str | None = None
         self._initiator = initiator
         self._rng = rng
         self._dh_provider = dh
@@ -136,12 +191,43 @@ class MainMode:
         self._last_out: bytes | None = None
 
     @classmethod
-    def initiator(cls, config: MainModeConfig, *, rng: Callable[[int], bytes], dh: DhProvider) -> MainMode:
-        return cls(config, initiator=True, rng=rng, dh=dh)
+    def initiator(
+        cls,
+        config: MainModeConfig,
+        *,
+        rng: Callable[[int], bytes],
+        dh: DhProvider,
+        local: Address | None = None,
+        peer: Address | None = None,
+    ) -> MainMode:
+        return cls(config, initiator=True, rng=rng, dh=dh, local=local, peer=peer)
 
     @classmethod
-    def responder(cls, config: MainModeConfig, *, rng: Callable[[int], bytes], dh: DhProvider) -> MainMode:
-        return cls(config, initiator=False, rng=rng, dh=dh)
+    def responder(
+        cls,
+        config: MainModeConfig,
+        *,
+        rng: Callable[[int], bytes],
+        dh: DhProvider,
+        local: Address | None = None,
+        peer: Address | None = None,
+    ) -> MainMode:
+        return cls(config, initiator=False, rng=rng, dh=dh, local=local, peer=peer)
+
+    @property
+    def is_initiator(self) -> bool:
+        return self._initiator
+
+    @property
+    def natt(self) -> bool:
+        """Both sides announced RFC 3947 (known after message 2)."""
+        return self._natt
+
+    @property
+    def nat_detected(self) -> bool:
+        """RFC 3947 section 4: NAT-D showed a NAT (known after messages 3/4): from message 5 on, both
+        sides use the NAT-T port with the non-ESP marker."""
+        return self._natt and (self._nat_local or self._nat_peer)
 
     @property
     def cookies(self) -> tuple[bytes, bytes]:
@@ -154,7 +240,7 @@ class MainMode:
         if not self._initiator or self.state is not MmState.START:
             raise RuntimeError("start() is for a new initiator")
         self._cky_i = self._cookie()
-        self._offer = mm_sa_payload(self._cfg.methods, [AuthMethod.PRE_SHARED_KEY], self._cfg.lifetime_s)
+        self._offer = mm_sa_payload(self._cfg.methods, [self._cfg.auth_method], self._cfg.lifetime_s)
         _, sa_wire = codec.encode_payloads([self._offer])
         self._sai_b = sa_wire[4:]
         self.state = MmState.I_SA_SENT
@@ -193,7 +279,42 @@ class MainMode:
         return Header(self._cky_i, self._cky_r, MM, flags)
 
     def _vids(self) -> tuple[VendorIdPayload, ...]:
-        return tuple(VendorIdPayload(v) for v in self._cfg.vendor_ids)
+        vids = list(self._cfg.vendor_ids)
+        if self._cfg.natt and (self._initiator or self._natt):
+            vids.append(RFC3947_VID)
+        return tuple(VendorIdPayload(v) for v in vids)
+
+    def _nat_d_out(self) -> tuple[NatDPayload, ...]:
+        """RFC 3947 section 3.2: the peer's address first, then ours."""
+        if not self._natt:
+            return ()
+        assert self._params is not None and self._local is not None and self._peer is not None
+        alg, c = self._params.hash, (self._cky_i, self._cky_r)
+        local = self._local
+        if self._cfg.force_nat:
+            local = (local[0], local[1] ^ 0xFFFF)  # a port we do not use: the peer sees a NAT
+        return (
+            NatDPayload(nat_d_hash(alg, *c, self._peer)),
+            NatDPayload(nat_d_hash(alg, *c, local)),
+        )
+
+    def _nat_d_in(self, msg: Message) -> None:
+        """RFC 3947 section 3.2: the first NAT-D is our address as the peer saw it, the others the
+        peer's own addresses; a mismatch means a NAT on that side."""
+        if not self._natt:
+            return
+        got = [p.data for p in msg.payloads if isinstance(p, NatDPayload)]
+        if not got:
+            self._natt = False  # the peer announced RFC 3947 but sends no NAT-D: no NAT-T
+            return
+        if len(got) < 2:
+            raise _Drop("one NAT-D payload: at least two are required")
+        assert self._params is not None and self._local is not None and self._peer is not None
+        alg, c = self._params.hash, (self._cky_i, self._cky_r)
+        self._nat_local = not hmac.compare_digest(got[0], nat_d_hash(alg, *c, self._local))
+        self._nat_peer = nat_d_hash(alg, *c, self._peer) not in got[1:]
+        if self._cfg.force_nat:
+            self._nat_local = True
 
     def _out(self, msg: Message) -> Step:
         self._last_out = codec.encode(msg)
@@ -264,6 +385,8 @@ class MainMode:
 
     def _peer_vid_list(self, msg: Message) -> None:
         self._peer_vids += [p.data for p in msg.payloads if isinstance(p, VendorIdPayload)]
+        if self._cfg.natt and RFC3947_VID in self._peer_vids:
+            self._natt = True
 
     def _set_params(self, params: MmParams) -> None:
         self._params = params
@@ -274,7 +397,7 @@ class MainMode:
     def _r_sa(self, h: Header, msg: Message) -> Step:
         sa = self._one(msg, SaPayload, "SA")
         assert isinstance(sa, SaPayload)
-        choice = match_mm(sa, self._cfg.methods, [AuthMethod.PRE_SHARED_KEY])
+        choice = match_mm(sa, self._cfg.methods, [self._cfg.auth_method])
         if choice is None:
             raise _Fail("no proposal chosen", NotifyType.NO_PROPOSAL_CHOSEN)
         self._cky_i = h.icookie
@@ -301,18 +424,28 @@ class MainMode:
         except DhError as e:
             raise _Drop(str(e)) from None
         alg = self._params.hash
-        skeyid = crypto.skeyid_psk(alg, self._cfg.psk, self._ni, self._nr)
+        if self._cfg.cert is not None:  # RFC 2409 section 5: SKEYID = prf(Ni_b | Nr_b, g^xy)
+            skeyid = crypto.skeyid_sig(alg, self._ni, self._nr, gxy)
+        else:
+            skeyid = crypto.skeyid_psk(alg, self._cfg.psk, self._ni, self._nr)
         self._keys = crypto.derive_phase1(alg, skeyid, gxy, self._cky_i, self._cky_r, self._cipher.key_size)
         self._iv = crypto.phase1_iv(alg, self._gxi, self._gxr, self._cipher.block_size)
 
     def _r_ke(self, msg: Message) -> Step:
         assert self._params is not None
         self._gxi, self._ni = self._ke_nonce(msg)
+        self._nat_d_in(msg)
         self._dh = self._dh_provider.generate(self._params.group)
         self._gxr, self._nr = self._dh.public_value(), self._rng(NONCE_LEN)
         self._derive()
         self.state = MmState.R_KE_SENT
-        return self._out(Message(self._header(), (KePayload(self._gxr), NoncePayload(self._nr))))
+        out: tuple[Payload, ...] = (
+            KePayload(self._gxr),
+            NoncePayload(self._nr),
+            *self._cert_requests(),
+            *self._nat_d_out(),
+        )
+        return self._out(Message(self._header(), out))
 
     def _hash(self, of_initiator: bool, id_body: bytes) -> bytes:
         assert self._params is not None and self._keys is not None
@@ -321,7 +454,39 @@ class MainMode:
             return crypto.hash_i(a, k, self._gxi, self._gxr, self._cky_i, self._cky_r, self._sai_b, id_body)
         return crypto.hash_r(a, k, self._gxr, self._gxi, self._cky_r, self._cky_i, self._sai_b, id_body)
 
+    def _cert_requests(self) -> tuple[Payload, ...]:
+        return self._cfg.cert.cert_requests() if self._cfg.cert is not None else ()
+
+    def _own_auth(self, of_initiator: bool) -> list[Payload]:
+        """Message 5/6 payloads: ID and HASH (PSK), or ID, CERT(s) and SIG (RFC 2409 section 5.1)."""
+        own = self._cfg.local_id
+        _, own_wire = codec.encode_payloads([own])
+        h = self._hash(of_initiator, own_wire[4:])
+        if self._cfg.cert is None:
+            return [own, HashPayload(h)]
+        return [own, *self._cfg.cert.cert_payloads(), SigPayload(self._cfg.cert.sign(h))]
+
+    def _verify_sig(self, msg: Message, of_initiator: bool) -> IdPayload:
+        cred = self._cfg.cert
+        assert cred is not None
+        peer_id, sig = self._one(msg, IdPayload, "ID"), self._one(msg, SigPayload, "SIG")
+        assert isinstance(peer_id, IdPayload) and isinstance(sig, SigPayload)
+        certs = [p for p in msg.payloads if isinstance(p, CertPayload)]
+        try:
+            leaf = verify_peer(certs, peer_id, cred.trusted_roots, cred.clock())
+        except CertError as e:
+            raise _Fail(str(e), NotifyType.INVALID_CERTIFICATE) from None
+        want = self._hash(of_initiator, msg.raw_payloads[msg.payloads.index(peer_id)][4:])
+        key = leaf.public_key()
+        assert isinstance(key, rsa.RSAPublicKey)
+        if not rsa_verify_raw(key, sig.data, want):
+            raise _Fail("SIG_I/SIG_R does not verify", NotifyType.INVALID_SIGNATURE)
+        self._peer_subject = subject_text(leaf)
+        return peer_id
+
     def _verify_id_hash(self, msg: Message, of_initiator: bool) -> IdPayload:
+        if self._cfg.cert is not None:
+            return self._verify_sig(msg, of_initiator)
         peer_id, got = self._one(msg, IdPayload, "ID"), self._one(msg, HashPayload, "HASH")
         assert isinstance(peer_id, IdPayload) and isinstance(got, HashPayload)
         want = self._hash(of_initiator, msg.raw_payloads[msg.payloads.index(peer_id)][4:])
@@ -343,13 +508,15 @@ class MainMode:
             peer_id=peer_id,
             peer_vendor_ids=tuple(self._peer_vids),
             peer_notifies=tuple(p for p in msg.payloads if isinstance(p, NotifyPayload)),
+            natt=self._natt,
+            nat_local=self._nat_local,
+            nat_peer=self._nat_peer,
+            peer_cert_subject=self._peer_subject,
         )
 
     def _r_id(self, msg: Message) -> Step:
         peer_id = self._verify_id_hash(msg, of_initiator=True)
-        own = self._cfg.local_id
-        _, own_wire = codec.encode_payloads([own])
-        out = self._out_encrypted([own, HashPayload(self._hash(False, own_wire[4:]))])
+        out = self._out_encrypted(self._own_auth(of_initiator=False))
         return Step(send=out, established=self._established(peer_id, msg))
 
     # ------------------------------------------------------------------ initiator
@@ -376,16 +543,21 @@ class MainMode:
         self._dh = self._dh_provider.generate(self._params.group)
         self._gxi, self._ni = self._dh.public_value(), self._rng(NONCE_LEN)
         self.state = MmState.I_KE_SENT
-        return self._out(Message(self._header(), (KePayload(self._gxi), NoncePayload(self._ni))))
+        out: tuple[Payload, ...] = (
+            KePayload(self._gxi),
+            NoncePayload(self._ni),
+            *self._cert_requests(),
+            *self._nat_d_out(),
+        )
+        return self._out(Message(self._header(), out))
 
     def _i_ke(self, msg: Message) -> Step:
         self._gxr, self._nr = self._ke_nonce(msg)
+        self._nat_d_in(msg)
         self._peer_vid_list(msg)
         self._derive()
-        own = self._cfg.local_id
-        _, own_wire = codec.encode_payloads([own])
         self.state = MmState.I_ID_SENT
-        return Step(send=self._out_encrypted([own, HashPayload(self._hash(True, own_wire[4:]))]))
+        return Step(send=self._out_encrypted(self._own_auth(of_initiator=True)))
 
     def _i_id(self, msg: Message) -> Step:
         peer_id = self._verify_id_hash(msg, of_initiator=False)

@@ -241,6 +241,8 @@ class AuthMethod:
     psk: str | None = field(default=None, repr=False)
     rootca: str | None = None  # path to a PEM file of the trusted root CA
     certmap: bool = False  # certificate-to-account mapping
+    cert: str | None = None  # our certificate file, PEM or DER (docs/certificates.md)
+    key: str | None = None  # our private key file (mode 0600); never shown
     origin: Origin = field(default=Origin(), compare=False)
 
     def __str__(self) -> str:

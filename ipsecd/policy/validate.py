@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ipsecd.policy import builtin
+from ipsecd.policy import builtin, schema
 from ipsecd.policy.addrspec import family, parse_address
 from ipsecd.policy.issues import ConfigIssue, StoreError
 from ipsecd.policy.manual import ManualError, ManualPolicy, ManualState, parse_policy_entry, parse_state_entry
@@ -52,47 +52,6 @@ T = TypeVar("T")
 
 # -- validation --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("daemon", "filterlist", "filteraction", "policy", "builtinauth", "xfrm")
-_XFRM_KEYS = ("states", "policies")
-_DAEMON_KEYS = ("assigned_policy", "ipsecexempt", "ikelogging", "strongcrlcheck")
-_FILTERLIST_KEYS = ("name", "description", "filter")
-_FILTER_KEYS = (
-    "srcaddr",
-    "srcmask",
-    "dstaddr",
-    "dstmask",
-    "protocol",
-    "srcport",
-    "dstport",
-    "mirrored",
-    "description",
-)
-_FILTERACTION_KEYS = ("name", "description", "action", "qmsecmethods", "inpass", "soft", "qmpfs")
-_POLICY_KEYS = (
-    "name",
-    "description",
-    "pollinginterval",
-    "mmlifetime",
-    "qmpermm",
-    "mmsecmethods",
-    "mmpfs",
-    "activatedefaultrule",
-    "defaultruleauth",
-    "rule",
-)
-_RULE_KEYS = (
-    "name",
-    "description",
-    "filterlist",
-    "filteraction",
-    "auth",
-    "tunnel",
-    "conntype",
-    "activate",
-    "ikeversion",
-)
-_AUTH_KEYS = ("method", "psk", "rootca", "certmap")
-_BUILTINAUTH_KEYS = ("policy", "auth")
 
 _SYNTAX_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 _KIND_TEXT = {"filterlist": "filter list", "filteraction": "filter action", "policy": "policy"}
@@ -297,7 +256,7 @@ class Validator:
         )
 
     def document(self, f: _File, doc: dict[str, Any]) -> None:
-        self.keys(f, "", doc, _TOP_KEYS)
+        self.keys(f, "", doc, schema.TOP_KEYS)
         if "daemon" in doc:
             self.daemon(f, doc["daemon"])
         for i, t in enumerate(self.get_tables(f, "", doc, "filterlist", "[[filterlist]]")):
@@ -320,7 +279,7 @@ class Validator:
         if self.settings is not None:
             self.add(f, "daemon", f"[daemon] is already given at {self.settings_where}")
             return
-        self.keys(f, "daemon", t, _DAEMON_KEYS)
+        self.keys(f, "daemon", t, schema.DAEMON_KEYS)
         assigned = self.get_str(f, "daemon", t, "assigned_policy")
         if assigned is not None:
             self.assigned_path = (f, "daemon.assigned_policy")
@@ -334,7 +293,7 @@ class Validator:
         )
 
     def filterlist(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _FILTERLIST_KEYS)
+        self.keys(f, path, t, schema.FILTERLIST_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         description = self.get_str(f, path, t, "description") or ""
         filters = []
@@ -359,7 +318,7 @@ class Validator:
             return None
 
     def filter(self, f: _File, path: str, t: dict[str, Any]) -> Filter | None:
-        self.keys(f, path, t, _FILTER_KEYS)
+        self.keys(f, path, t, schema.FILTER_KEYS)
         src = self.address(f, path, t, "src")
         dst = self.address(f, path, t, "dst")
         if src is not None and dst is not None:
@@ -403,7 +362,7 @@ class Validator:
         return number
 
     def filteraction(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _FILTERACTION_KEYS)
+        self.keys(f, path, t, schema.FILTERACTION_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         action_text = self.get_str(f, path, t, "action", required=True)
         action = None
@@ -449,7 +408,7 @@ class Validator:
         return tuple(methods)
 
     def auth(self, f: _File, path: str, t: dict[str, Any]) -> AuthMethod | None:
-        self.keys(f, path, t, _AUTH_KEYS)
+        self.keys(f, path, t, schema.AUTH_KEYS)
         method = self.get_str(f, path, t, "method", required=True)
         psk = self.get_str(f, path, t, "psk") if "psk" in t else None
         if "psk" in t:
@@ -473,7 +432,7 @@ class Validator:
                 ok = False
             elif psk is None:  # wrong type, already reported
                 ok = False
-            for key in ("rootca", "certmap"):
+            for key in ("rootca", "certmap", "cert", "key"):
                 if key in t:
                     self.add(f, _sub(path, key), f'{key} is only for method = "cert"')
                     ok = False
@@ -497,7 +456,49 @@ class Validator:
         if not ca.is_file():
             self.add(f, _sub(path, "rootca"), f"rootca file {str(ca)!r} does not exist")
             ok = False
-        return AuthMethod(kind, rootca=str(ca), certmap=certmap, origin=self.origin(f, path)) if ok else None
+        local = self.cert_files(f, path, t)
+        return (
+            AuthMethod(
+                kind,
+                rootca=str(ca),
+                certmap=certmap,
+                cert=local[0],
+                key=local[1],
+                origin=self.origin(f, path),
+            )
+            if ok and local is not None
+            else None
+        )
+
+    def cert_files(self, f: _File, path: str, t: dict[str, Any]) -> tuple[str | None, str | None] | None:
+        """Our certificate and key (docs/certificates.md): both or neither, existing, key mode 0600."""
+        got: dict[str, str | None] = {"cert": None, "key": None}
+        ok = True
+        for k, other in (("cert", "key"), ("key", "cert")):
+            if k in t and other not in t:
+                self.add(
+                    f,
+                    _sub(path, other),
+                    f"{k} needs {other} (our certificate and its private key go together)",
+                )
+                ok = False
+            v = self.get_str(f, path, t, k) if k in t else None
+            if v is None:
+                ok = ok and k not in t
+                continue
+            p = Path(v) if Path(v).is_absolute() else Path(f.name).parent / v
+            if not p.is_file():
+                self.add(f, _sub(path, k), f"{k} file {str(p)!r} does not exist")
+                ok = False
+            elif k == "key" and (mode := p.stat().st_mode & 0o777) & 0o077:
+                self.add(
+                    f,
+                    _sub(path, k),
+                    f"private key file is readable by group or others (mode {mode:04o}); run: chmod 600 {p}",
+                )
+                ok = False
+            got[k] = str(p)
+        return (got["cert"], got["key"]) if ok else None
 
     def check_psk_mode(self, f: _File, path: str, what: str = "a preshared key") -> None:
         if f.mode is None or f.psk_reported or not f.mode & 0o077:
@@ -515,7 +516,7 @@ class Validator:
         t = self.typed(f, "xfrm", value, dict, "a table ([xfrm])")
         if t is None:
             return
-        self.keys(f, "xfrm", t, _XFRM_KEYS)
+        self.keys(f, "xfrm", t, schema.XFRM_KEYS)
         for p, text in self.get_strings(f, "xfrm", t, "states") or []:
             try:
                 st = parse_state_entry(text)
@@ -568,7 +569,7 @@ class Validator:
                     )
 
     def policy(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _POLICY_KEYS)
+        self.keys(f, path, t, schema.POLICY_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         mm_items = self.get_strings(f, path, t, "mmsecmethods")
         mm: tuple[MmSecMethod, ...] = builtin.DEFAULT_MM_METHODS
@@ -641,7 +642,7 @@ class Validator:
         )
 
     def rule(self, f: _File, path: str, t: dict[str, Any]) -> Rule | None:
-        self.keys(f, path, t, _RULE_KEYS)
+        self.keys(f, path, t, schema.RULE_KEYS)
         name = self.get_str(f, path, t, "name", required=True)
         fl = self.get_str(f, path, t, "filterlist", required=True)
         fa = self.get_str(f, path, t, "filteraction", required=True)
@@ -680,7 +681,7 @@ class Validator:
         )
 
     def builtinauth(self, f: _File, path: str, t: dict[str, Any]) -> None:
-        self.keys(f, path, t, _BUILTINAUTH_KEYS)
+        self.keys(f, path, t, schema.BUILTINAUTH_KEYS)
         pname = self.get_str(f, path, t, "policy", required=True)
         auth = self.auth_list(f, path, t, "auth")
         if t.get("auth", []) == []:

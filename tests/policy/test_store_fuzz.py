@@ -9,26 +9,26 @@ import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipsecd.policy.store import StoreError, parse_store_texts
-from ipsecd.policy.validate import (
-    _AUTH_KEYS,
-    _DAEMON_KEYS,
-    _FILTER_KEYS,
-    _FILTERACTION_KEYS,
-    _POLICY_KEYS,
-    _RULE_KEYS,
-    _TOP_KEYS,
+from ipsecd.policy.schema import (
+    AUTH_KEYS,
+    DAEMON_KEYS,
+    FILTER_KEYS,
+    FILTERACTION_KEYS,
+    POLICY_KEYS,
+    RULE_KEYS,
+    TOP_KEYS,
 )
+from ipsecd.policy.store import StoreError, parse_store_texts
 
 _VOCAB = sorted(
     {
-        *_TOP_KEYS,
-        *_DAEMON_KEYS,
-        *_FILTER_KEYS,
-        *_FILTERACTION_KEYS,
-        *_POLICY_KEYS,
-        *_RULE_KEYS,
-        *_AUTH_KEYS,
+        *TOP_KEYS,
+        *DAEMON_KEYS,
+        *FILTER_KEYS,
+        *FILTERACTION_KEYS,
+        *POLICY_KEYS,
+        *RULE_KEYS,
+        *AUTH_KEYS,
         "x",
     }
 )

@@ -14,6 +14,7 @@
 
 #include "ipsec_native.h"
 #include "sa.h"
+#include "rsa.h"
 
 typedef struct {
     PyObject_HEAD
@@ -540,8 +541,14 @@ static PyTypeObject ReplayType = {
     .tp_getset = Replay_getset,
 };
 
+static PyMethodDef native_functions[] = {
+    {"rsa_sign_raw", native_rsa_sign_raw, METH_VARARGS,
+     "PKCS#1 v1.5 block type 1 signature of raw data (no DigestInfo) with a DER RSA private key."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "_native", "Native ESP/AH batches on OpenSSL libcrypto.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_native", "Native ESP/AH batches on OpenSSL libcrypto.", -1, native_functions,
     NULL, NULL, NULL, NULL,
 };
 
