@@ -53,7 +53,7 @@ from ipsecd.datapath.sadb import (
 )
 from ipsecd.io import capture, nft
 from ipsecd.io.hostinfo import SystemHost
-from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMonitor
+from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMonitor, Netlink
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
@@ -74,6 +74,28 @@ SO_SNDBUFFORCE = 32
 SOCKET_BUFFER = 4 << 20
 
 
+# What ESP/AH may add to a captured packet: IPv6 outer header (40), UDP (8), ESP header (8),
+# IV (16), padding (up to 15) and trailer (2), ICV (up to 32) = 121, rounded up.
+TUN_OVERHEAD = 128
+TUN_MTU_DEFAULT = 1400  # when no other link says better
+IPV6_MIN_MTU = 1280  # RFC 8200 section 5: below it the kernel turns IPv6 off on the device
+
+
+def auto_tun_mtu(tun: str) -> int:
+    """The TUN MTU: the smallest MTU of the host's other links that are up, minus the overhead."""
+    with Netlink() as nl:
+        names = nl.link_names()
+        mtus = []
+        for name in names.values():
+            if name in ("lo", tun):
+                continue
+            with contextlib.suppress(OSError):
+                mtus.append(nl.link_mtu(name))
+    if not mtus:
+        return TUN_MTU_DEFAULT
+    return max(IPV6_MIN_MTU, min(mtus) - TUN_OVERHEAD)
+
+
 class EngineError(RuntimeError):
     """Startup or reload failed; the message is for the operator."""
 
@@ -84,7 +106,7 @@ class EngineConfig:
     control: Path = DEFAULT_SOCKET_PATH
     control_group: str | None = None
     tun: str = capture.DEFAULT_TUN
-    tun_mtu: int = 1400
+    tun_mtu: int | None = None  # None: the smallest MTU of the other links minus TUN_OVERHEAD
     flush_on_exit: bool = False
     backend: str = "auto"
     soft_timeout: float = 3.0
@@ -500,7 +522,8 @@ class Engine:
         self._config_states, self._config_policies = loaded.states, loaded.policies
         self.loaded = loaded
         try:
-            self.tun = capture.open_tun(cfg.tun, cfg.tun_mtu)
+            mtu = cfg.tun_mtu if cfg.tun_mtu is not None else self.sync(auto_tun_mtu, cfg.tun)
+            self.tun = capture.open_tun(cfg.tun, mtu)
             self.apply_kernel(loaded)
             self._open_sockets()
             self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)

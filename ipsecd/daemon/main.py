@@ -47,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--control", metavar="PATH", default=None, help="control socket path")
     parser.add_argument("--control-group", metavar="GROUP", default=None, help="group allowed on the socket")
     parser.add_argument("--tun", metavar="NAME", default="ipsecd0", help="TUN device name (default ipsecd0)")
-    parser.add_argument("--tun-mtu", metavar="MTU", type=int, default=1400, help="TUN MTU (default 1400)")
+    parser.add_argument(
+        "--tun-mtu",
+        metavar="MTU",
+        type=int,
+        default=None,
+        help="TUN MTU (default: the smallest MTU of the other links minus 128 for ESP/UDP overhead)",
+    )
     parser.add_argument(
         "--state-dir",
         metavar="DIR",

@@ -441,7 +441,21 @@ class Router:
     # --- inbound -------------------------------------------------------------------------------
 
     def udp_to_packets(self, datagrams: Sequence[tuple[bytes, tuple[str, int], str | None]]) -> list[bytes]:
-        """ESP-in-UDP datagrams of the NAT-T socket back to whole outer packets; IKE aside."""
+        """ESP-in-UDP datagrams of the NAT-T socket back to whole outer packets; IKE aside.
+
+        The socket gives the UDP payload, the peer's address and port, and (pktinfo) our address;
+        the transforms take the whole outer packet (docs/datapath.md section 2.4), rebuilt as:
+
+            +----------------------------+---------------------------+----------------------+
+            | IPv4 header (RFC 791), 20  | UDP header (RFC 768), 8   | ESP (RFC 4303) ...   |
+            | src peer, dst local,       | sport peer, dport 4500,   | the datagram as      |
+            | proto 17, ID 0, TTL 64,    | length, checksum 0        | received             |
+            | checksum 0                 |                           |                      |
+            +----------------------------+---------------------------+----------------------+
+
+        (IPv6: a 40-byte header, next header 17, hop limit 64.) Neither checksum is verified on
+        input: ESP protects the packet (RFC 3948 section 3.1.2).
+        """
         packets: list[bytes] = []
         for data, peer, local in datagrams:
             if data == NAT_KEEPALIVE:
