@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=("auto", "native", "python"), default="auto", help="ESP/AH implementation"
     )
+    parser.add_argument(
+        "--oakley-log",
+        metavar="PATH",
+        default=None,
+        help="the Oakley log, written while ikelogging is on (default /var/log/ipsecd/oakley.log)",
+    )
+    parser.add_argument("--event-log", metavar="PATH", default=None, help="JSON-lines event log file")
     parser.add_argument("--version", action="version", version=f"ipsecd {__version__}")
     return parser
 
@@ -95,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend=args.backend,
         control_group=args.control_group,
         state_dir=Path(args.state_dir),
+        oakley_log=Path(args.oakley_log) if args.oakley_log else None,
+        event_log=Path(args.event_log) if args.event_log else None,
     )
     if args.control:
         cfg.control = Path(args.control)

@@ -1,0 +1,551 @@
+"""The policy agent's IKE side: on-demand negotiation from the router's acquires, the responder,
+one timer for every session, and SA installation into the data path.
+
+``IkeManager`` owns the UDP 500 socket (bypass mark) and borrows the engine's UDP 4500 socket:
+the router puts the non-ESP-marker datagrams of port 4500 into ``ike_inbox`` (RFC 3948 section
+2.2) and the engine hands them here. One ``IkeV1Session`` (sans-I/O, ``ipsecd.ikev1.session``)
+per peer address; its events install and remove SAs (``SADatabase.add_state``), feed the IP
+Security Monitor (``MonitorState``), the event log and the Oakley log. docs/daemon-ike.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
+from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
+from ipsecd.daemon.router import Acquire, Router
+from ipsecd.datapath.sa import Mode, SAParams
+from ipsecd.datapath.sadb import ManualState, SADatabase, SadbError
+from ipsecd.ike.dh import DefaultDhProvider
+from ipsecd.ikev1 import events as v1
+from ipsecd.ikev1.quick_mode import QmPolicy
+from ipsecd.ikev1.selectors import TrafficSelector
+from ipsecd.ikev1.session import IkeV1Session, SessionConfig
+from ipsecd.io.udp import UdpSocket
+from ipsecd.log import events as ev
+from ipsecd.log.oakley import OakleyLog
+from ipsecd.log.sinks import EventLog
+from ipsecd.policy.classifier import CompiledPolicy
+from ipsecd.policy.model import Store
+
+IKE_PORT = 500  # RFC 2409 section 2 (UDP 500)
+NATT_PORT = 4500  # RFC 3947 section 4
+BATCH = 256
+IKEV2_MAJOR = 2  # RFC 7296 section 3.1: MjVer 2 in the high nibble of octet 17
+
+
+def _now_wall() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def _local_for(peer: str) -> str:
+    """The source address the kernel would use to reach ``peer`` (a connected UDP socket)."""
+    fam = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.connect((peer, IKE_PORT))
+        return str(s.getsockname()[0])
+
+
+@dataclass
+class _Child:
+    """What we installed for one Quick Mode: the states' keys and the monitor record."""
+
+    qm_id: int
+    states: list[tuple[int, int, Any]]
+    inbound_spi: int
+    outbound_spi: int
+    filter: str
+
+
+@dataclass
+class _Peer:
+    session: IkeV1Session
+    local: str
+    peer: str
+    pick: RulePick
+    children: dict[int, _Child] = field(default_factory=dict)  # by our inbound SPI
+    mm_ids: dict[bytes, int] = field(default_factory=dict)  # cky_i + cky_r -> monitor id
+    negotiating: set[tuple[Any, ...]] = field(default_factory=set)
+
+
+class IkeManager:
+    """Sessions by peer address; see the module docstring."""
+
+    def __init__(
+        self,
+        sadb: SADatabase,
+        router: Router,
+        monitor: MonitorState,
+        *,
+        clock: Callable[[], float],
+        send_natt: Callable[[bytes, tuple[str, int], str], None],
+        flush: Callable[[], None],
+        log: Callable[[str], None],
+        oakley: OakleyLog | None = None,
+        events: EventLog | None = None,
+        mark: int | None = None,
+    ) -> None:
+        self.sadb = sadb
+        self.router = router
+        self.monitor = monitor
+        self.clock = clock
+        self._send_natt = send_natt
+        self._flush = flush
+        self.log = log
+        self.oakley = oakley
+        self.eventlog = events
+        self.mark = mark
+        self.store: Store | None = None
+        self.compiled: CompiledPolicy | None = None
+        self.peers: dict[str, _Peer] = {}
+        self.sock: UdpSocket | None = None
+        self.sock6: UdpSocket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_id = 1
+        self.dropped = 0  # datagrams no session could take (malformed, IKEv2 not wired, no rule)
+
+    # --- set-up --------------------------------------------------------------------------------
+
+    def set_policy(self, store: Store, compiled: CompiledPolicy) -> None:
+        self.store, self.compiled = store, compiled
+        if self.oakley is not None:
+            self.oakley.set_enabled(store.settings.ikelogging)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.sock = UdpSocket.open("0.0.0.0", IKE_PORT, mark=self.mark)
+        loop.add_reader(self.sock.fileno(), self._on_sock, self.sock, IKE_PORT)
+        try:
+            self.sock6 = UdpSocket.open("::", IKE_PORT, mark=self.mark)
+            loop.add_reader(self.sock6.fileno(), self._on_sock, self.sock6, IKE_PORT)
+        except OSError as exc:
+            self.log(f"IKE: no IPv6 socket: {exc}")
+        self.router.events.subscribers.append(self._on_router_event)
+
+    def close(self) -> None:
+        now = self.clock()
+        for p in list(self.peers.values()):
+            with contextlib.suppress(Exception):
+                p.session.close(now)
+                self._pump(p)
+        if self._timer is not None:
+            self._timer.cancel()
+        for s in (self.sock, self.sock6):
+            if s is not None:
+                if self._loop is not None:
+                    with contextlib.suppress(Exception):
+                        self._loop.remove_reader(s.fileno())
+                s.close()
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    # --- receive -------------------------------------------------------------------------------
+
+    def _on_sock(self, sock: UdpSocket, port: int) -> None:
+        got = sock.recv_batch(BATCH)
+        self.receive([(d.data, d.peer, d.local) for d in got], port)
+
+    def receive(self, datagrams: list[tuple[bytes, tuple[str, int], str | None]], port: int) -> None:
+        """IKE datagrams (with the non-ESP marker when ``port`` is 4500) from the sockets."""
+        now = self.clock()
+        touched: list[_Peer] = []
+        for data, addr, local in datagrams:
+            body = data[4:] if port == NATT_PORT else data
+            if len(body) < 28:
+                self.dropped += 1
+                self.monitor.count_mm("invalid_packets")
+                continue
+            if body[17] >> 4 == IKEV2_MAJOR:
+                self.dropped += 1  # IKEv2 under the policy agent: not wired yet (docs/daemon-ike.md)
+                continue
+            peer_ip = addr[0].split("%", 1)[0]
+            p = self.peers.get(peer_ip)
+            if p is None:
+                p = self._responder(peer_ip, local, now)
+                if p is None:
+                    self.dropped += 1
+                    continue
+            p.session.receive_datagram(data, (_ip(peer_ip), addr[1]), now, port)
+            touched.append(p)
+        for t in {id(t): t for t in touched}.values():
+            self._pump(t)
+        self._arm()
+
+    def _responder(self, peer_ip: str, local: str | None, now: float) -> _Peer | None:
+        if self.store is None or self.compiled is None:
+            return None
+        pick = responder_auth(self.store, self.compiled, ipaddress.ip_address(peer_ip))
+        if pick is None or pick.psk is None:
+            self._oakley("Main Mode refused: no rule authenticates this peer", peer=peer_ip)
+            self.monitor.count_mm("negotiation_failures")
+            return None
+        local_ip = local or _local_for(peer_ip)
+        lookup = responder_lookup_for(self.store, self.compiled, pick)
+        return self._new_peer(peer_ip, local_ip, pick, now, lookup)
+
+    def _new_peer(self, peer_ip: str, local_ip: str, pick: RulePick, now: float, lookup: Any = None) -> _Peer:
+        assert self.store is not None
+        policy = self.store.policies[pick.policy]
+        cfg = SessionConfig(
+            local=(_ip(local_ip), IKE_PORT),
+            peer=(_ip(peer_ip), IKE_PORT),
+            mm_methods=pick.mm_methods,
+            psk=(pick.psk or "").encode(),
+            mm_lifetime_s=policy.mmlifetime * 60,
+            mmpfs=policy.mmpfs,
+            qmpermm=policy.qmpermm,
+            qm_lookup=lookup,
+            dpd_interval=pick.dpd_interval,
+        )
+        session = IkeV1Session(cfg, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=now)
+        p = _Peer(session, local_ip, peer_ip, pick)
+        self.peers[peer_ip] = p
+        return p
+
+    # --- initiate ------------------------------------------------------------------------------
+
+    def _on_router_event(self, event: object) -> None:
+        if isinstance(event, Acquire):
+            try:
+                self.acquire(event)
+            except (OSError, ValueError) as exc:
+                self.log(f"IKE: acquire for {event.dst} failed: {exc}")
+                self.monitor.count_mm("acquire_failures")
+
+    def acquire(self, acq: Acquire) -> None:
+        """Start Main Mode (if needed) and Quick Mode for a negotiate filter without an SA."""
+        sf = acq.filter
+        if sf is None or self.store is None:
+            return  # a manual policy without its SA: manual keying, not IKE
+        now = self.clock()
+        peer_ip = str(sf.tunnel if sf.tunnel is not None else acq.dst)
+        key = (id(sf), sf.tunnel, None if sf.tunnel is not None else str(acq.dst))
+        self.monitor.count_mm("total_acquire")
+        self._oakley("Acquire from driver:", src=acq.src, dst=acq.dst, filter=f"{sf.policy}/{sf.rule}")
+        p = self.peers.get(peer_ip)
+        if p is not None and key in p.negotiating:
+            return  # the router's retry while our negotiation is still running
+        pick = initiator_rule(self.store, sf)
+        if pick is None or pick.psk is None:
+            self._fail(peer_ip, f"{sf.policy}/{sf.rule}", "no usable authentication method", None)
+            return
+        if pick.ikeversion != 1:
+            self._fail(peer_ip, f"{sf.policy}/{sf.rule}", "IKEv2 is not wired into the daemon yet", None)
+            return
+        if p is None:
+            p = self._new_peer(peer_ip, str(acq.src) if sf.tunnel is None else _local_for(peer_ip), pick, now)
+        fa = self.store.filteractions[sf.filteraction]
+        pol = QmPolicy.from_filter_action(fa, sf)
+        if sf.tunnel is None:
+            # Transport mode: the SA is for this host pair (the filter's protocol and ports).
+            local_ts = TrafficSelector.of(acq.src, sf.protocol, sf.srcport)
+            remote_ts = TrafficSelector.of(acq.dst, sf.protocol, sf.dstport)
+            pol = QmPolicy(pol.methods, pol.pfs_group, False, local_ts, remote_ts, pol.replay_window)
+        p.negotiating.add(key)
+        p.session.initiate(pol, now)
+        self._oakley("Main Mode / Quick Mode started", peer=peer_ip, filter=f"{sf.policy}/{sf.rule}")
+        self._pump(p)
+        self._arm()
+
+    # --- timers --------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._loop is None:
+            return
+        times = [t for p in self.peers.values() if (t := p.session.get_timer()) is not None]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if times:
+            delay = max(0.0, min(times) - self.clock())
+            self._timer = self._loop.call_later(min(delay, 60.0), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.clock()
+        for p in list(self.peers.values()):
+            t = p.session.get_timer()
+            if t is not None and t <= now:
+                p.session.handle_timer(now)
+                self._pump(p)
+        self._arm()
+
+    def soft_expired(self, spi: int) -> None:
+        """The data path's soft lifetime of an SA we installed (either direction): rekey it."""
+        for p in self.peers.values():
+            for c in p.children.values():
+                if spi not in (c.inbound_spi, c.outbound_spi):
+                    continue
+                p.session.child_soft_expired(c.inbound_spi, self.clock())
+                self._pump(p)
+                self._arm()
+                return
+
+    # --- output and events ---------------------------------------------------------------------
+
+    def _pump(self, p: _Peer) -> None:
+        now = self.clock()
+        for data, (dst_ip, dst_port), lport in p.session.datagrams_to_send_from(now):
+            addr = (str(dst_ip), dst_port)
+            if lport == NATT_PORT:
+                self._send_natt(data, addr, p.local)
+            else:
+                sock = self.sock6 if ":" in addr[0] else self.sock
+                if sock is not None:
+                    sock.send(data, addr, p.local)
+        while (e := p.session.next_event()) is not None:
+            self._event(p, e)
+
+    def _event(self, p: _Peer, e: v1.Event) -> None:
+        if isinstance(e, v1.IkeSaEstablished):
+            self._mm_up(p, e)
+        elif isinstance(e, v1.ChildSaEstablished):
+            self._qm_up(p, e)
+        elif isinstance(e, v1.ChildSaDeleted):
+            self._qm_down(p, e.inbound_spi, _end_reason(e.reason))
+        elif isinstance(e, v1.IkeSaDeleted):
+            mm_id = p.mm_ids.pop(e.cky_i + e.cky_r, None)
+            if mm_id is not None:
+                self.monitor.remove_mm_sa(mm_id)
+            self._emit(ev.MainModeSAEnded(_ip(p.local), _ip(p.peer), _end_reason(e.reason)))
+            self._oakley("Main Mode SA deleted", peer=p.peer, reason=e.reason.value)
+        elif isinstance(e, v1.NegotiationFailed):
+            p.negotiating.clear()
+            self.monitor.count_mm("negotiation_failures")
+            self._emit(
+                ev.NegotiationFailed(
+                    e.mode, p.pick.label, e.failure_point, e.reason, _ip(p.peer), _ip(p.local)
+                )
+            )
+            if self.oakley is not None:
+                self.oakley.failure(
+                    _now_wall(), e.mode, filter=p.pick.label, point=e.failure_point, reason=e.reason
+                )
+            self.log(f"IKE: negotiation with {p.peer} failed: {e.reason}")
+        elif isinstance(e, v1.AuthenticationFailed):
+            p.negotiating.clear()
+            self.monitor.count_mm("authentication_failures")
+            self._emit(ev.AuthenticationFailed(_ip(p.peer), "", "preshared", e.reason))
+            self._oakley("authentication failed", peer=p.peer, reason=e.reason)
+        elif isinstance(e, v1.PeerDead):
+            self._oakley("DPD: peer dead", peer=p.peer, unanswered=e.unanswered)
+            self._emit(ev.DPDPeerDead(_ip(p.peer), 0, e.unanswered))
+            for spi in list(p.children):
+                self._qm_down(p, spi, ev.EndReason.PEER_DEAD)
+            for mm_id in p.mm_ids.values():
+                self.monitor.remove_mm_sa(mm_id)
+            self.peers.pop(p.peer, None)
+
+    def _mm_up(self, p: _Peer, e: v1.IkeSaEstablished) -> None:
+        now = self.clock()
+        mm_id = self._id()
+        p.mm_ids[e.cky_i + e.cky_r] = mm_id
+        role = "initiator" if e.initiator else "responder"
+        self.monitor.add_mm_sa(
+            MainModeSA(
+                id=mm_id,
+                local=_ip(p.local),
+                peer=_ip(p.peer),
+                icookie=int.from_bytes(e.cky_i, "big"),
+                rcookie=int.from_bytes(e.cky_r, "big"),
+                auth_method="psk",
+                local_identity=p.local,
+                peer_identity=e.peer_id,
+                encryption=e.encryption,
+                integrity=e.hash,
+                dh_group=e.group,
+                lifetime_seconds=e.lifetime_s,
+                expires_at=now + e.lifetime_s,
+                role=role,
+                local_port=p.session.local_port,
+                peer_port=p.session.peer_addr[1],
+                policy=p.pick.policy,
+                rule=p.pick.rule,
+            )
+        )
+        self.monitor.count_mm("oakley_main_mode")
+        self._emit(
+            ev.MainModeSAEstablished(
+                _ip(p.local),
+                _ip(p.peer),
+                e.peer_id,
+                "preshared",
+                e.encryption,
+                e.hash,
+                e.group,
+                e.lifetime_s,
+                ev.Role.INITIATOR if e.initiator else ev.Role.RESPONDER,
+            )
+        )
+        self._oakley(
+            "Main Mode SA established",
+            peer=p.peer,
+            role=role,
+            encryption=e.encryption,
+            hash=e.hash,
+            group=e.group,
+            natt=e.natt,
+        )
+
+    def _install(self, src: str, dst: str, params: SAParams) -> tuple[int, int, Any]:
+        st = ManualState(_ip(src), _ip(dst), params)
+        self.sadb.add_state(st, self.clock())
+        return st.key()
+
+    def _qm_up(self, p: _Peer, e: v1.ChildSaEstablished) -> None:
+        now = self.clock()
+        keys: list[tuple[int, int, Any]] = []
+        try:
+            keys.append(self._install(p.peer, p.local, e.inbound))
+            keys.append(self._install(p.local, p.peer, e.outbound))
+        except (SadbError, ValueError, RuntimeError) as exc:
+            for k in keys:
+                with contextlib.suppress(SadbError):
+                    self.sadb.del_state(*k)
+            self.monitor.count_qm("key_additions")  # attempted; the failure below
+            self.monitor.count_mm("key_addition_failures")
+            self.log(f"IKE: cannot install the SA with {p.peer}: {exc}")
+            return
+        p.negotiating.clear()
+        qm_id = self._id()
+        label = p.pick.label
+        p.children[e.inbound.spi] = _Child(qm_id, keys, e.inbound.spi, e.outbound.spi, label)
+        m = e.method
+        tunnel = e.inbound.mode == Mode.TUNNEL
+        self.monitor.add_qm_sa(
+            QuickModeSA(
+                id=qm_id,
+                mmsa_id=next(iter(p.mm_ids.values()), None),
+                local=_ip(p.local),
+                peer=_ip(p.peer),
+                src=str(e.local_ts),
+                dst=str(e.remote_ts),
+                protocol=e.local_ts.protocol,
+                srcport=e.local_ts.port,
+                dstport=e.remote_ts.port,
+                mode="tunnel" if tunnel else "transport",
+                inbound_spi=e.inbound.spi,
+                outbound_spi=e.outbound.spi,
+                esp_encryption=m.esp_enc.name if m.esp_enc is not None else None,
+                esp_integrity=m.esp_auth.name if m.esp_auth is not None else None,
+                ah_integrity=m.ah.name if m.ah is not None else None,
+                lifetime_seconds=e.life_seconds,
+                lifetime_kilobytes=e.life_kilobytes,
+                expires_at=now + e.life_seconds,
+                pfs_group=e.pfs_group,
+                udp_encap=e.inbound.encap is not None,
+                filter=label,
+                filteraction=p.pick.filteraction,
+            )
+        )
+        self.monitor.count_qm("key_additions", 2)
+        self.monitor.count_mm("oakley_quick_mode")
+        if e.rekey_of is not None:
+            self.monitor.count_qm("rekeys")
+            self._qm_down(p, e.rekey_of, ev.EndReason.REKEYED)
+        self._emit(
+            ev.QuickModeSAEstablished(
+                _ip(p.local),
+                _ip(p.peer),
+                label,
+                "esp" if m.esp_enc is not None else "ah",
+                "tunnel" if tunnel else "transport",
+                e.inbound.spi,
+                e.outbound.spi,
+                e.inbound.enc_alg.name,
+                e.inbound.integ_alg.name,
+                e.life_seconds,
+                e.life_kilobytes,
+                e.pfs_group,
+            )
+        )
+        self._oakley(
+            "Quick Mode SA established",
+            peer=p.peer,
+            local_ts=e.local_ts,
+            remote_ts=e.remote_ts,
+            inbound_spi=f"0x{e.inbound.spi:08x}",
+            outbound_spi=f"0x{e.outbound.spi:08x}",
+            mode="tunnel" if tunnel else "transport",
+        )
+        self._flush()  # queued packets of the acquire leave now
+
+    def _qm_down(self, p: _Peer, inbound_spi: int, reason: ev.EndReason) -> None:
+        c = p.children.pop(inbound_spi, None)
+        if c is None:
+            return
+        for k in c.states:
+            with contextlib.suppress(SadbError):
+                self.sadb.del_state(*k)
+        self.monitor.remove_qm_sa(c.qm_id)
+        self.monitor.count_qm("key_deletions", 2)
+        self._emit(
+            ev.QuickModeSAEnded(_ip(p.local), _ip(p.peer), c.filter, c.inbound_spi, c.outbound_spi, reason)
+        )
+        self._oakley("Quick Mode SA deleted", peer=p.peer, inbound_spi=f"0x{inbound_spi:08x}", reason=reason)
+
+    # --- logs ----------------------------------------------------------------------------------
+
+    def _emit(self, event: ev.Event) -> None:
+        if self.eventlog is not None:
+            self.eventlog.emit(event, _now_wall())
+
+    def _oakley(self, message: str, **fields: object) -> None:
+        if self.oakley is not None:
+            self.oakley.log(_now_wall(), message, neg=None, **fields)
+
+    def _fail(self, peer: str, label: str, reason: str, local: str | None) -> None:
+        self.monitor.count_mm("negotiation_failures")
+        self._emit(
+            ev.NegotiationFailed(
+                ev.NegotiationMode.MAIN_MODE,
+                label,
+                ev.FailurePoint.ME,
+                reason,
+                _ip(peer),
+                _ip(local) if local else None,
+            )
+        )
+        self._oakley("negotiation not started", peer=peer, filter=label, reason=reason)
+        self.log(f"IKE: {label}: {reason}")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "peers": {
+                ip: {
+                    "local": p.local,
+                    "rule": p.pick.label,
+                    "ike_sas": len(p.session.ike_sas),
+                    "children": len(p.children),
+                    "counters": p.session.counters.as_dict(),
+                }
+                for ip, p in self.peers.items()
+            },
+            "dropped": self.dropped,
+        }
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+def _end_reason(r: v1.DeleteReason) -> ev.EndReason:
+    return {
+        v1.DeleteReason.LOCAL: ev.EndReason.DELETED_LOCALLY,
+        v1.DeleteReason.PEER: ev.EndReason.DELETED_BY_PEER,
+        v1.DeleteReason.EXPIRED: ev.EndReason.EXPIRED,
+        v1.DeleteReason.REKEYED: ev.EndReason.REKEYED,
+        v1.DeleteReason.PEER_DEAD: ev.EndReason.PEER_DEAD,
+    }[r]

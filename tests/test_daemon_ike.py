@@ -1,0 +1,124 @@
+"""IKE driven by the policy agent on a real kernel (root): two ipsecd hosts with a PSK policy,
+nothing keyed by hand. The first ping raises an acquire, Main Mode and Quick Mode run between
+the daemons, the queued packets leave under the new SA, and the wire carries only ESP and IKE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.engine_helpers import A4, B4, MARKER, Daemon, start_daemon, tcp_echo
+from tests.netns import Lab, two_hosts, wait_until
+
+pytestmark = pytest.mark.root
+
+PSK = "daemon-ike-test-psk"
+
+
+def psk_store(peer: str, qm: str = "ESP[AESGCM128]", mm: str = "AES128-SHA1-14", psk: str = PSK) -> str:
+    return f"""[daemon]
+assigned_policy = "p"
+ikelogging = true
+[[filterlist]]
+name = "peer"
+  [[filterlist.filter]]
+  srcaddr = "me"
+  dstaddr = "{peer}"
+[[filteraction]]
+name = "sec"
+action = "negotiate"
+qmsecmethods = ["{qm}"]
+[[policy]]
+name = "p"
+mmsecmethods = ["{mm}"]
+  [[policy.rule]]
+  name = "secure peer"
+  filterlist = "peer"
+  filteraction = "sec"
+  auth = [{{ method = "psk", psk = "{psk}" }}]
+"""
+
+
+def _daemon(lab: Lab, host: Any, store: str) -> tuple[Daemon, Path]:
+    oakley = lab.scratch(f"{host.name}-oakley.log")
+    d = start_daemon(lab, host, store_text=store, extra=("--oakley-log", str(oakley)))
+    return d, oakley
+
+
+def _show(d: Daemon, what: str) -> Any:
+    """``ipsecctl --json dynamic show WHAT`` through the daemon's control socket."""
+    argv = [sys.executable, "-m", "ipsecd.cli.main", "--control", str(d.control), "--json"]
+    out = subprocess.run([*argv, "dynamic", "show", what], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("qm", ["ESP[AESGCM128]", "ESP[AES128,SHA1]"], ids=["gcm", "cbc-sha1"])
+def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
+    p = two_hosts(lab)
+    da, oak_a = _daemon(lab, p.a, psk_store(B4, qm))
+    db, oak_b = _daemon(lab, p.b, psk_store(A4, qm))
+    cap = p.a.capture(p.link.a_ifname)
+    # The first ping raises the acquire; its packet waits in the queue for the SA.
+    first = p.a.ping(B4, count=1, wait=5)
+    assert first.received == 1, first.output + da.proc.output()
+    ra = p.a.ping(B4, count=3, interval=0.1)
+    rb = p.b.ping(A4, count=3, interval=0.1)
+    assert (ra.received, rb.received) == (3, 3), ra.output + rb.output
+    tcp_echo(p.a, p.b, B4)
+    tcp_echo(p.b, p.a, A4, port=7001)
+    cap.stop()
+    assert cap.count("icmp or tcp") == 0  # nothing in clear
+    assert cap.count("esp") > 10
+    assert cap.count("udp port 500") >= 9  # Main Mode (6) + Quick Mode (3)
+    assert not any(MARKER in frame for frame in cap.packets())
+    for d, peer, role in ((da, B4, "initiator"), (db, A4, "responder")):
+        mm = _show(d, "mmsas")
+        qms = _show(d, "qmsas")
+        assert isinstance(mm, dict) and isinstance(qms, dict), (mm, qms)
+        text = str(mm)
+        assert peer in text and role in text, mm
+        [row] = mm["mmsas"]
+        assert (row["encryption"], row["dh_group"], row["auth_method"]) == ("AES-CBC-128", 14, "psk"), row
+        assert (row["local_port"], row["peer_port"]) == (500, 500), row  # no NAT: no float
+        qtext = str(qms)
+        assert peer in qtext and "transport" in qtext, qms
+        st = d.status()
+        assert st["router"]["looped"] == 0
+        assert len(st["states"]) == 2, st["states"]
+    stats = str(_show(da, "stats"))
+    assert "oakley_main_mode" in stats or "Oakley Main Mode" in stats, stats
+    log_a = oak_a.read_text()
+    assert "Acquire from driver:" in log_a and "Main Mode SA established" in log_a, log_a
+    assert "Quick Mode SA established" in log_a
+    log_b = oak_b.read_text()
+    assert "Main Mode SA established" in log_b and "role=responder" in log_b, log_b
+    assert PSK not in log_a + log_b
+
+
+def test_psk_mismatch_fails_and_nothing_leaves_in_clear(lab: Lab) -> None:
+    p = two_hosts(lab)
+    da, oak_a = _daemon(lab, p.a, psk_store(B4))
+    db, _ = _daemon(lab, p.b, psk_store(A4, psk="another-key"))
+    cap = p.a.capture(p.link.a_ifname)
+    r = p.a.ping(B4, count=2, interval=0.2, wait=1)
+    assert r.received == 0
+
+    # b cannot decrypt a's Main Mode message 5 (another SKEYID): counted and dropped, no SA.
+    def refused() -> bool:
+        peers = db.status()["ike"]["peers"]
+        c = peers.get(A4, {}).get("counters", {})
+        return c.get("invalid_packets", 0) + c.get("authentication_failures", 0) >= 1
+
+    wait_until(refused, 10, what="b refusing a's Main Mode message 5")
+    cap.stop()
+    assert cap.count("icmp") == 0
+    assert cap.count("esp") == 0
+    assert da.status()["states"] == [] and db.status()["states"] == []
+    assert _show(da, "qmsas")["qmsas"] == [] and _show(db, "mmsas")["mmsas"] == []
+    assert "another-key" not in oak_a.read_text()
