@@ -76,10 +76,7 @@ def _assert_nothing_left(text: str) -> None:
     assert list(Path("/tmp").glob(f"ipt-{token}-*")) == []
 
 
-@pytest.mark.parametrize(
-    "args", [(), ("--mode", "transport", "--encap")], ids=["tunnel-esp", "transport-udp"]
-)
-def test_demo_end_to_end(tmp_path: Path, args: tuple[str, ...]) -> None:
+def _run_ok(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
     t0 = time.monotonic()
     proc, log = _start(tmp_path, *args)
     _finish(proc, 90)
@@ -91,27 +88,55 @@ def test_demo_end_to_end(tmp_path: Path, args: tuple[str, ...]) -> None:
     assert s["ping"] == [5, 5, 5, 5]
     assert s["tcp_ok"] and s["iperf3_ok"]
     assert s["plaintext"] == 0 and s["marker_frames"] == 0
+    # The monitor of each daemon, over its own control socket, and its logs.
+    for host in ("a", "b"):
+        for obj in ("mmsas", "qmsas", "stats"):
+            assert re.search(rf"== host {host}: ipsecctl --control \S+ dynamic show {obj}\n", text)
+        assert f"== host {host}: event log " in text and f"== host {host}: Oakley log " in text
+    assert text.count("Main Mode SAs\n-------------") == 2
+    assert text.count("Quick Mode SAs\n--------------") == 2
+    sent = [int(n) for n in re.findall(r"^Confidential Bytes Sent\s+: (\d+)$", text, re.M)]
+    assert len(sent) == 2 and min(sent) > 0, sent
+    assert re.search(r"^  ipsecd: ready: ", text, re.M)
+    _assert_nothing_left(text)
+    return text, s
+
+
+def test_demo_ike_on_demand(tmp_path: Path) -> None:
+    """The default: a PSK policy negotiated on demand (IKEv1), SAs in the monitor and the logs."""
+    text, s = _run_ok(tmp_path)
+    assert s["keys"] == "ike" and s["mode"] == "transport" and s["first_ping"] == 1
+    assert s["ike"] >= 9 and s["esp"] > 0 and s["esp_in_udp"] == 0  # Main Mode 6 + Quick Mode 3
+    assert "keys: negotiated on demand by IKE" in text
+    # Main mode and quick mode SAs on both hosts, the same SPIs seen from both sides.
+    assert len(re.findall(r"^Authentication Mode\s+: Preshared key$", text, re.M)) == 2
+    spis_in = re.findall(r"^ Inbound SPI\s+: (0x[0-9a-f]+)$", text, re.M)
+    spis_out = re.findall(r"^ Outbound SPI\s+: (0x[0-9a-f]+)$", text, re.M)
+    assert len(spis_in) == 2 and spis_in == spis_out[::-1], (spis_in, spis_out)
+    assert text.count("Main Mode SA established") == 2 and text.count("Quick Mode SA established") == 2
+    assert text.count('"name":"QUICK_MODE_SA_ESTABLISHED"') == 2
+    assert "Acquire from driver:" in text
+    # The preshared key is random per run and shown nowhere.
+    assert text.count('psk = "(hidden)"') == 2 and not re.search(r'psk = "(?!\(hidden\))', text)
+
+
+@pytest.mark.parametrize(
+    "args", [(), ("--mode", "transport", "--encap")], ids=["tunnel-esp", "transport-udp"]
+)
+def test_demo_manual(tmp_path: Path, args: tuple[str, ...]) -> None:
+    text, s = _run_ok(tmp_path, "--manual", *args)
+    assert s["keys"] == "manual" and s["ike"] == 0
     if "--encap" in args:
         assert s["esp_in_udp"] > 0 and s["esp"] == 0
     else:
         assert s["esp"] > 0 and s["esp_in_udp"] == 0
     assert "keys: manual (ipsecctl xfrm" in text
-    # The monitor of each daemon, over its own control socket.
-    for host in ("a", "b"):
-        for obj in ("mmsas", "qmsas", "stats"):
-            assert re.search(rf"== host {host}: ipsecctl --control \S+ dynamic show {obj}\n", text)
-    assert text.count("Main Mode SAs\n-------------") == 2
-    assert text.count("Quick Mode SAs\n--------------") == 2
-    sent = [int(n) for n in re.findall(r"^Confidential Bytes Sent\s+: (\d+)$", text, re.M)]
-    assert len(sent) == 2 and min(sent) > 0, sent
     # The manually keyed SAs, as the SA database lists them: both SPIs on both hosts.
     spis = re.findall(r"proto esp spi (0x[0-9a-f]{8}) mode", text)
     listed = re.findall(r"^\tproto esp spi (0x[0-9a-f]{8}) reqid 0 mode", text, re.M)
     assert len(set(spis)) == 2, spis
     assert len(listed) == 4 and set(listed) == set(spis), listed
-    assert "0x(hidden)" in text and "(hidden)" in text
-    assert re.search(r"^  ipsecd: ready: ", text, re.M)
-    _assert_nothing_left(text)
+    assert "0x(hidden)" in text
 
 
 def test_demo_ctrl_c_cleans_up(tmp_path: Path) -> None:
@@ -141,7 +166,7 @@ def test_demo_trap_cleans_up_after_sigkill(tmp_path: Path) -> None:
 def test_demo_reports_plaintext_without_ipsecd(tmp_path: Path) -> None:
     """The demo's check can fail: with no daemon the same traffic crosses in clear, is counted,
     and the demo says FAIL (exit status 1)."""
-    proc, log = _start(tmp_path, "--mode", "transport", "--without-ipsecd")
+    proc, log = _start(tmp_path, "--manual", "--mode", "transport", "--without-ipsecd")
     _finish(proc, 90)
     text = log.read_text(errors="replace")
     s = _summary(text)

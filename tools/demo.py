@@ -8,8 +8,12 @@ daemon's IP Security Monitor (``ipsecctl --control PATH dynamic show mmsas|qmsas
 log are printed. Everything it made is removed on exit, on error, on Ctrl-C and on SIGTERM
 (tests/netns.py's ``Lab``); tools/demo's trap removes leftovers should this process be killed.
 
-Keys: manually keyed SAs (the store's ``[xfrm]`` table, docs/manual-keying.md), AES-128-GCM,
-fresh random keys and SPIs every run, because IKE is not yet wired into the daemon.
+Keys, by default: negotiated on demand by IKE (IKEv1 Main Mode + Quick Mode, preshared key):
+host b runs a Secure Server-like policy (All IP Traffic -> Require Security), host a a rule
+requiring security with b; the first packet raises an acquire and the daemons negotiate.
+``--manual``: manually keyed SAs instead (the store's ``[xfrm]`` table, docs/manual-keying.md),
+AES-128-GCM, tunnel or transport mode, optionally ESP-in-UDP. Keys, SPIs and the PSK are fresh
+random values every run and are never printed.
 
 The last line of the output is ``DEMO-SUMMARY {json}`` (tests/test_demo.py reads it); the exit
 status is 0 only when traffic passed and no plaintext was seen.
@@ -37,9 +41,13 @@ from tests.netns import Background, Capture, HarnessError, Host, Lab, is_root  #
 A_OUTER, B_OUTER = "192.0.2.1", "192.0.2.2"
 A_INNER, B_INNER = "10.1.0.1", "10.2.0.1"  # tunnel mode: one address behind each host (on lo)
 MARKER = b"IPSECD-DEMO-PLAINTEXT-MARKER!"
-KEYS_NOTE = (
+KEYS_NOTE_MANUAL = (
     "keys: manual (ipsecctl xfrm: the store's [xfrm] table, AES-128-GCM, random keys per run); "
-    "IKE-negotiated keys: see docs/operations.md (IKE is not yet wired into the daemon)"
+    "IKE-negotiated keys: see `tools/demo` without --manual, and docs/operations.md"
+)
+KEYS_NOTE_IKE = (
+    "keys: negotiated on demand by IKE (IKEv1 Main Mode AES128-SHA256-14 + Quick Mode, preshared key "
+    "random per run); manually keyed SAs: `tools/demo --manual`"
 )
 
 # A netcat-style TCP echo: the server returns what it receives; the client sends SIZE bytes of
@@ -132,10 +140,55 @@ def make_stores(mode: str, encap: bool) -> tuple[str, str]:
     )
 
 
+def make_ike_stores(psk: str) -> tuple[str, str]:
+    """Host a: one rule requiring security with b. Host b: Secure Server (Require Security)
+    with a PSK instead of Kerberos and without its ICMP exemption, so ping is protected too."""
+    head = "# Written by tools/demo.py for one run (the preshared key is random and used once).\n"
+    store_a = f"""{head}[daemon]
+assigned_policy = "Client (demo)"
+ikelogging = true
+
+[[filterlist]]
+name = "host b"
+  [[filterlist.filter]]
+  srcaddr = "me"
+  dstaddr = "{B_OUTER}"
+
+[[policy]]
+name = "Client (demo)"
+mmsecmethods = ["AES128-SHA256-14"]
+activatedefaultrule = false
+  [[policy.rule]]
+  name = "secure b"
+  filterlist = "host b"
+  filteraction = "Require Security"
+  auth = [{{ method = "psk", psk = "{psk}" }}]
+"""
+    store_b = f"""{head}[daemon]
+assigned_policy = "Secure Server (demo)"
+ikelogging = true
+
+[[policy]]
+name = "Secure Server (demo)"
+description = "Secure Server (Require Security) with a preshared key, no ICMP exemption"
+mmsecmethods = ["AES128-SHA256-14"]
+activatedefaultrule = false
+  [[policy.rule]]
+  name = "All IP Traffic"
+  filterlist = "All IP Traffic"
+  filteraction = "Require Security"
+  auth = [{{ method = "psk", psk = "{psk}" }}]
+"""
+    return store_a, store_b
+
+
 def redact(store_text: str) -> str:
     """The store as shown on screen: key words replaced (keys are secrets, even demo ones)."""
     out = []
     for line in store_text.splitlines():
+        if 'psk = "' in line:
+            head, _, rest = line.partition('psk = "')
+            line = head + 'psk = "(hidden)"' + rest.partition('"')[2]
         words = line.split(" ")
         for i, w in enumerate(words[:-1]):
             if w.startswith("'rfc4106"):
@@ -155,11 +208,14 @@ class Node:
         self.store.chmod(0o600)  # the loader refuses key files readable by others
         self.control = lab.scratch(f"{host.name}-control.sock")
         self.state_dir = lab.scratch(f"{host.name}-state")
+        self.oakley = lab.scratch(f"{host.name}-oakley.log")
+        self.events = lab.scratch(f"{host.name}-events.log")
         self.proc: Background | None = None
 
     def start(self, timeout: float = 20.0) -> None:
         args = ["-m", "ipsecd.daemon.main", "--config", str(self.store), "--foreground"]
         args += ["--control", str(self.control), "--state-dir", str(self.state_dir)]
+        args += ["--oakley-log", str(self.oakley), "--event-log", str(self.events)]
         self.proc = self.host.popen_python(args, name="ipsecd")
         self.proc.wait_output(r"ipsecd: ready", timeout)
 
@@ -178,6 +234,13 @@ class Node:
 
     def log_tail(self, n: int) -> list[str]:
         return self.proc.output().splitlines()[-n:] if self.proc else []
+
+    @staticmethod
+    def file_tail(path: Path, n: int) -> list[str]:
+        try:
+            return path.read_text(errors="replace").splitlines()[-n:]
+        except FileNotFoundError:
+            return []
 
 
 # --- traffic --------------------------------------------------------------------------------------
@@ -224,8 +287,10 @@ def iperf3(client: Host, server: Host, dst: str, src: str, seconds: float) -> tu
 # --- the demo -------------------------------------------------------------------------------------
 
 
-def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool = True) -> dict[str, Any]:
-    summary: dict[str, Any] = {"mode": mode, "encap": encap, "keys": "manual"}
+def run_demo(
+    lab: Lab, keys: str, mode: str, encap: bool, log_lines: int, with_ipsecd: bool = True
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {"mode": mode, "encap": encap, "keys": keys}
     section("two hosts in network namespaces, one veth link")
     a, b = lab.host("a"), lab.host("b")
     link = lab.link(a, b, [f"{A_OUTER}/24"], [f"{B_OUTER}/24"])
@@ -235,22 +300,22 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool
         a_in, b_in = A_INNER, B_INNER
     else:
         a_in, b_in = A_OUTER, B_OUTER
-    say(
-        f"host a: namespace {a.ns}, {link.a_ifname} {A_OUTER}/24"
-        + (f", lo {A_INNER}" if mode == "tunnel" else "")
-    )
-    say(
-        f"host b: namespace {b.ns}, {link.b_ifname} {B_OUTER}/24"
-        + (f", lo {B_INNER}" if mode == "tunnel" else "")
-    )
+    extra_a, extra_b = (f", lo {A_INNER}", f", lo {B_INNER}") if mode == "tunnel" else ("", "")
+    say(f"host a: namespace {a.ns}, {link.a_ifname} {A_OUTER}/24{extra_a}")
+    say(f"host b: namespace {b.ns}, {link.b_ifname} {B_OUTER}/24{extra_b}")
     summary["namespaces"] = [a.ns, b.ns]
 
     section("policy stores (written for this demo)")
-    say(KEYS_NOTE)
-    store_a, store_b = make_stores(mode, encap)
+    if keys == "ike":
+        say(KEYS_NOTE_IKE)
+        store_a, store_b = make_ike_stores(secrets.token_urlsafe(18))
+    else:
+        say(KEYS_NOTE_MANUAL)
+        store_a, store_b = make_stores(mode, encap)
     node_a, node_b = Node(lab, a, store_a), Node(lab, b, store_b)
-    say(f"-- host a: {node_a.store} (keys hidden here)")
-    say(redact(store_a))
+    for node, text in ((node_a, store_a), (node_b, store_b)):
+        say(f"-- host {node.host.name}: {node.store} (secrets hidden here)")
+        say(redact(text))
 
     section("starting ipsecd on both hosts")
     for node in (node_a, node_b) if with_ipsecd else ():
@@ -264,6 +329,15 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool
     cap: Capture = a.capture(link.a_ifname)
     src_a = a_in if mode == "tunnel" else None
     src_b = b_in if mode == "tunnel" else None
+    if keys == "ike":
+        t0 = time.monotonic()
+        first = a.ping(b_in, count=1, wait=8, src=src_a)
+        dt = time.monotonic() - t0
+        say(
+            f"first ping a -> b: {first.received}/1 reply after {dt:.2f} s "
+            "(it raised an acquire; Main Mode and Quick Mode ran, then it left under the new SA)"
+        )
+        summary["first_ping"] = first.received
     ping_ab = a.ping(b_in, count=5, interval=0.2, src=src_a)
     ping_ba = b.ping(a_in, count=5, interval=0.2, src=src_b)
     say(f"ping a -> b: {ping_ab.received}/{ping_ab.transmitted} replies")
@@ -280,15 +354,17 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool
     section(f"tcpdump on the link ({link.a_ifname})")
     esp = cap.count("esp")
     udp = cap.count("udp port 4500")
-    plain = cap.count("ip and not esp and not udp port 4500")
+    ike = cap.count("udp port 500")
+    plain = cap.count("ip and not esp and not udp port 4500 and not udp port 500")
     marker = sum(1 for frame in cap.packets() if MARKER in frame)
+    say(f"IKE packets (UDP 500):       {ike}")
     say(f"ESP packets:                 {esp}")
     say(f"ESP-in-UDP (UDP 4500):       {udp}")
     say(f"plaintext IPv4 packets:      {plain}")
     say(f"frames holding the marker:   {marker}  (the TCP payload, if it ever crossed in clear)")
-    for ln in cap.lines("esp or udp port 4500")[:3]:
+    for ln in cap.lines("esp or udp port 4500 or udp port 500")[:4]:
         say("  " + ln)
-    summary.update(esp=esp, esp_in_udp=udp, plaintext=plain, marker_frames=marker)
+    summary.update(ike=ike, esp=esp, esp_in_udp=udp, plaintext=plain, marker_frames=marker)
 
     if not with_ipsecd:
         say("(--without-ipsecd: no daemon ran, so the traffic above crossed the link in clear)")
@@ -297,23 +373,27 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool
             section(f"host {node.host.name}: ipsecctl --control {node.control} dynamic show {obj}")
             text = node.ipsecctl("dynamic", "show", obj)
             say(text)
-            summary.setdefault("monitor", {}).setdefault(node.host.name, {})[obj] = text
-        section(f"host {node.host.name}: ipsecctl --control {node.control} xfrm state list")
-        say(
-            "(manually keyed SAs live in the SA database; `dynamic show qmsas` lists SAs that IKE negotiated)"
-        )
-        text = node.ipsecctl("xfrm", "state", "list")
-        say(text)
-        summary.setdefault("monitor", {}).setdefault(node.host.name, {})["xfrm"] = text
+        if keys == "manual":
+            section(f"host {node.host.name}: ipsecctl --control {node.control} xfrm state list")
+            say("(manually keyed SAs: `dynamic show qmsas` lists the SAs IKE negotiated, these are here)")
+            say(node.ipsecctl("xfrm", "state", "list"))
         r = node.datapath().get("router", {})
-        keys = ("captured", "protected", "received", "delivered", "bad_spi", "unprotect_failed", "looped")
-        say("datapath counters: " + ", ".join(f"{k} {r.get(k)}" for k in keys))
+        names = ("captured", "protected", "received", "delivered", "bad_spi", "unprotect_failed", "looped")
+        say("datapath counters: " + ", ".join(f"{k} {r.get(k)}" for k in names))
         section(
             f"host {node.host.name}: the daemon's log (last {log_lines} lines; the journal under systemd)"
         )
         for ln in node.log_tail(log_lines):
             say("  " + ln)
-        say("  (events.log and the Oakley log are written by the IKE path; with manual keys there is none)")
+        section(f"host {node.host.name}: event log {node.events} (last {log_lines} lines)")
+        for ln in node.file_tail(node.events, log_lines) or ["(empty)"]:
+            say("  " + ln)
+        section(f"host {node.host.name}: Oakley log {node.oakley} (last {log_lines} lines)")
+        oakley = node.file_tail(node.oakley, log_lines)
+        for ln in oakley or [
+            "(empty: no IKE negotiation with manual keys)" if keys == "manual" else "(empty)"
+        ]:
+            say("  " + ln)
 
     protected = esp + udp
     passed = (
@@ -325,6 +405,7 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool
         and marker == 0
         and protected > 0
         and (udp > 0 if encap else esp > 0)
+        and (keys == "manual" or (summary.get("first_ping") == 1 and ike > 0))
     )
     summary["passed"] = passed
     return summary
@@ -332,9 +413,15 @@ def run_demo(lab: Lab, mode: str, encap: bool, log_lines: int, with_ipsecd: bool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ipsecd two-host demo in network namespaces (root)")
-    parser.add_argument("--mode", choices=("tunnel", "transport"), default="tunnel")
-    parser.add_argument("--encap", action="store_true", help="ESP in UDP 4500 (RFC 3948) instead of raw ESP")
-    parser.add_argument("--manual", action="store_true", help="manually keyed SAs (the only variant for now)")
+    parser.add_argument(
+        "--manual", action="store_true", help="manually keyed SAs (the store's [xfrm]) instead of IKE"
+    )
+    parser.add_argument(
+        "--mode", choices=("tunnel", "transport"), default=None, help="with --manual (default tunnel)"
+    )
+    parser.add_argument(
+        "--encap", action="store_true", help="with --manual: ESP in UDP 4500 (RFC 3948) instead of raw ESP"
+    )
     parser.add_argument(
         "--token", default=None, help="hex token naming the namespaces (tools/demo passes one)"
     )
@@ -345,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
         help="start no daemon (a control run: the plaintext check must then fail)",
     )
     args = parser.parse_args(argv)
+    if not args.manual and (args.encap or args.mode == "tunnel"):
+        parser.error(
+            "the IKE variant runs transport mode over raw ESP; --mode tunnel and --encap need --manual"
+        )
+    mode = args.mode or ("tunnel" if args.manual else "transport")
     if not is_root():
         print("demo: run as root (network namespaces, TUN devices, nftables)", file=sys.stderr)
         return 1
@@ -354,14 +446,25 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"passed": False}
     lab = Lab(token=args.token)
     try:
-        summary = run_demo(lab, args.mode, args.encap, args.log_lines, not args.without_ipsecd)
-    except (HarnessError, AssertionError, StopIteration) as exc:
-        print(f"demo: failed: {exc}", file=sys.stderr)
-        summary["error"] = str(exc)
-    except (KeyboardInterrupt, _Terminated) as exc:
+        try:
+            summary = run_demo(
+                lab,
+                "manual" if args.manual else "ike",
+                mode,
+                args.encap,
+                args.log_lines,
+                not args.without_ipsecd,
+            )
+        except (HarnessError, AssertionError, StopIteration) as exc:
+            print(f"demo: failed: {exc}", file=sys.stderr)
+            summary["error"] = str(exc)
+    except (KeyboardInterrupt, _Terminated) as exc:  # also while a failure above is reported
         print(f"demo: interrupted ({type(exc).__name__}): cleaning up", file=sys.stderr)
         summary["error"] = "interrupted"
     finally:
+        # A second Ctrl-C must not cut the cleanup short (tools/demo's trap is the last resort).
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         section("cleaning up")
         names = [h.ns for h in lab.hosts]
         try:
