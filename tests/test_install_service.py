@@ -47,7 +47,7 @@ def test_install_service_writes_a_unit_for_this_machine(tmp_path: Path) -> None:
     e = _entries(unit)
     (exec_start,) = e["ExecStart"]
     binary, *rest = shlex.split(exec_start)
-    assert rest == ["--config", "/etc/ipsecd"]
+    assert rest == ["--config", "/etc/ipsecd", "--event-log", "/var/log/ipsecd/events.log"]
     assert os.access(binary, os.X_OK) and "shims" not in binary
     assert Path(binary).read_text().startswith("#!") and "python" in Path(binary).read_text().splitlines()[0]
     home = binary.startswith(("/root/", "/home/"))
@@ -85,15 +85,17 @@ def test_installed_exec_start_runs_the_daemon(tmp_path: Path, lab: Lab) -> None:
     argv = shlex.split(e["ExecStart"][0])
     store = tmp_path / "etc/ipsecd"
     argv[argv.index("/etc/ipsecd")] = str(store)
+    argv[argv.index("/var/log/ipsecd/events.log")] = str(tmp_path / "events.log")
     argv += ["--control", str(tmp_path / "control.sock"), "--state-dir", str(tmp_path / "state")]
     host = lab.host("svc")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(20)
     with notify:
-        proc = host.popen(
-            argv, name="ipsecd-svc", env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
-        )
+        # The console script imports the installed ipsecd; PYTHONPATH puts this checkout first, so the
+        # unit is tried against the daemon of this tree (an editable install of another tree may lag).
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "PYTHONPATH": str(ROOT)}
+        proc = host.popen(argv, name="ipsecd-svc", env=env)
         assert "READY=1" in notify.recv(4096).decode(), proc.output()
         proc.proc.send_signal(signal.SIGHUP)  # ExecReload=/bin/kill -HUP $MAINPID
         assert "RELOADING=1" in notify.recv(4096).decode()

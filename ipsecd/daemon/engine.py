@@ -217,6 +217,8 @@ def to_networks(loaded: Loaded) -> list[ipaddress.IPv4Network | ipaddress.IPv6Ne
 
 
 class Engine:
+    _log_files: tuple[OakleyLog | EventLog, ...] = ()  # reopened on SIGUSR1 (logrotate)
+
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
         self.log = cfg.log
@@ -564,7 +566,7 @@ class Engine:
             assert self._stop is not None
             self._stop.set()
 
-        uninstall = daemon_signals.install(loop, reload=self._reload_signal, reopen=lambda: None, stop=stop)
+        uninstall = daemon_signals.install(loop, reload=self._reload_signal, reopen=self._reopen_logs, stop=stop)
         self.log(
             f"ready: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters, "
             f"{len(self.sadb.states)} SAs, {len(self.sadb.policies)} manual policies, tun {self.tun.name}, "
@@ -580,11 +582,18 @@ class Engine:
         self.log(f"stopped by {stop_signal[0].name if stop_signal else 'request'}")
         return 0
 
+    def _reopen_logs(self) -> None:
+        """SIGUSR1, logrotate's postrotate: new files at the log paths (the old ones were renamed)."""
+        for f in self._log_files:
+            f.reopen()
+        self.log("log files reopened")
+
     def _start_ike(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> None:
         """The IKE side (``ipsecd.daemon.ike``): UDP 500, and IKE from the 4500 socket."""
         assert self.router is not None
         oakley = OakleyLog(self.cfg.oakley_log or DEFAULT_OAKLEY_PATH)
         events = EventLog([JsonLinesSink(self.cfg.event_log)]) if self.cfg.event_log else None
+        self._log_files = (oakley, events) if events else (oakley,)
         self.ike = IkeManager(
             self.sadb,
             self.router,
