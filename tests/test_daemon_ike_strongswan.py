@@ -13,6 +13,7 @@ import pytest
 from tests import strongswan
 from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon
 from tests.netns import Lab, two_hosts, wait_until
+from tests.test_daemon_ike import _show
 
 pytestmark = [
     pytest.mark.root,
@@ -128,6 +129,38 @@ def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: st
     st = d.status()
     assert st["router"]["looped"] == 0
     assert all(s["encap"] == [4500, 4500] and s["mode"] == "tunnel" for s in st["states"]), st["states"]
+    [mm_row] = _show(d, "mmsas")["mmsas"]
+    assert (mm_row["ike_version"], mm_row["role"], mm_row["peer"]) == (version, role, B4), mm_row
+    qm_rows = _show(d, "qmsas")["qmsas"]
+    assert len(qm_rows) == 1 and qm_rows[0]["mode"] == "tunnel", qm_rows
     log = oakley.read_text()
     assert "Quick Mode SA established" in log and "mode=tunnel" in log, log
     assert PSK not in log
+
+
+V2_CASES = [
+    (
+        "aes128-sha1",
+        "ESP[AES128,SHA1]",
+        "AES128-SHA1-14",
+        "aes128-sha1-modp2048",
+        "aes128-sha1",
+        "AES_CBC-128",
+    ),
+    (
+        "gcm128",
+        "ESP[AESGCM128]",
+        "AES256-SHA256-14",
+        "aes256-sha256-modp2048",
+        "aes128gcm16",
+        "AES_GCM_16-128",
+    ),
+]
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize(("name", "qm", "mm", "ike", "esp", "want"), V2_CASES, ids=[c[0] for c in V2_CASES])
+def test_ikev2_tunnel_with_charon(
+    lab: Lab, role: str, name: str, qm: str, mm: str, ike: str, esp: str, want: str
+) -> None:
+    run_case(lab, role, qm, mm, ike, esp, want, version=2)
