@@ -122,3 +122,24 @@ def test_psk_mismatch_fails_and_nothing_leaves_in_clear(lab: Lab) -> None:
     assert da.status()["states"] == [] and db.status()["states"] == []
     assert _show(da, "qmsas")["qmsas"] == [] and _show(db, "mmsas")["mmsas"] == []
     assert "another-key" not in oak_a.read_text()
+
+
+def test_kilobyte_soft_expiry_rekeys_under_traffic(lab: Lab) -> None:
+    """The smallest kilobyte lifetime the store allows (20480 KB): 24 MB of TCP each way pass the
+    soft limit (90 %) in the data path, the daemon rekeys with a new Quick Mode while the transfer
+    runs, the old SAs are deleted, and the transfer completes intact."""
+    p = two_hosts(lab)
+    qm = "ESP[AESGCM128]:20480/3600"
+    da, oak_a = _daemon(lab, p.a, psk_store(B4, qm))
+    db, _ = _daemon(lab, p.b, psk_store(A4, qm))
+    assert p.a.ping(B4, count=1, wait=5).received == 1
+    first = {s["spi"] for s in da.status()["states"]}
+    tcp_echo(p.a, p.b, B4, size=24_000_000)
+    wait_until(lambda: len(da.status()["states"]) == 2 and len(db.status()["states"]) == 2, 10)
+    now = {s["spi"] for s in da.status()["states"]}
+    assert not now & first, (first, now)  # both directions replaced
+    stats = _show(da, "stats")["stats"]
+    assert "Quick Mode SA deleted" in oak_a.read_text() and "reason=rekeyed" in oak_a.read_text()
+    assert stats["quick_mode"]["rekeys"] >= 1 and stats["quick_mode"]["active_sa"] == 1, stats
+    assert stats["main_mode"]["oakley_quick_mode"] >= 2, stats
+    assert p.b.ping(A4, count=2, interval=0.1).received == 2

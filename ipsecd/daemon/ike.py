@@ -603,7 +603,9 @@ class IkeManager:
         self._emit(
             ev.QuickModeSAEnded(_ip(local), _ip(peer), c.filter, c.inbound_spi, c.outbound_spi, reason)
         )
-        self._oakley("Quick Mode SA deleted", peer=peer, inbound_spi=f"0x{inbound_spi:08x}", reason=reason)
+        self._oakley(
+            "Quick Mode SA deleted", peer=peer, inbound_spi=f"0x{inbound_spi:08x}", reason=reason.value
+        )
 
     # --- logs ----------------------------------------------------------------------------------
 
