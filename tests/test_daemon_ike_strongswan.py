@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import strongswan
+from tests import netns, strongswan
 from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon
 from tests.netns import Lab, two_hosts, wait_until
 from tests.test_daemon_ike import _show
@@ -164,3 +164,44 @@ def test_ikev2_tunnel_with_charon(
     lab: Lab, role: str, name: str, qm: str, mm: str, ike: str, esp: str, want: str
 ) -> None:
     run_case(lab, role, qm, mm, ike, esp, want, version=2)
+
+
+def test_ikev1_initiator_behind_nat_with_charon(lab: Lab) -> None:
+    """ipsecd on the inside of the masquerading router (``nat_topology``) initiates to charon: NAT-D
+    sees the NAT, IKE floats to 4500, ESP goes in UDP through the mapping, traffic both ways."""
+    t = netns.nat_topology(lab)
+    left, right = "10.0.1.2", "198.51.100.2"
+    t.left.add_address("lo", f"{INNER_A}/32")
+    t.right.add_address("lo", f"{INNER_B}/32")
+    charon = strongswan.Charon(
+        t.right,
+        strongswan.psk_tunnel_conf(
+            local_addr=right,
+            remote_addr="%any",
+            local_id=right,
+            remote_id=left,
+            local_ts=B_NET,
+            remote_ts=A_NET,
+            psk=PSK,
+            version=1,
+            proposals="aes128-sha1-modp2048",
+            esp_proposals="aes128gcm16",
+            encap=False,  # a real NAT this time: charon must find it from the NAT-D hashes
+        ),
+    ).start()
+    store = tunnel_store("ESP[AESGCM128]", "AES128-SHA1-14").replace(f'"{B4}"', f'"{right}"')
+    store = store.replace(f'"{A4}"', f'"{left}"')
+    d = start_daemon(lab, t.left, store_text=store, extra=("--oakley-log", str(lab.scratch("oakley.log"))))
+    cap = t.right.capture(t.outside.b_ifname)
+    first = t.left.ping(INNER_B, count=1, wait=8, src=INNER_A)
+    assert first.received == 1, first.output + d.proc.output() + charon.log_text()[-3000:]
+    sas = charon.list_sas()
+    assert "TUNNEL-in-UDP" in sas and "198.51.100.1" in sas, sas  # charon sees the router's address
+    ra = t.left.ping(INNER_B, count=3, interval=0.1, src=INNER_A)
+    rb = t.right.ping(INNER_A, count=3, interval=0.1, src=INNER_B)
+    assert (ra.received, rb.received) == (3, 3), ra.output + rb.output
+    cap.stop()
+    assert cap.count("ip and not udp") == 0, cap.lines("ip and not udp")
+    assert cap.count("udp port 4500") >= 12
+    [state] = [s for s in d.status()["states"] if s["direction"] == "out"]
+    assert state["encap"] == [4500, 4500] and state["dst"] == right, state

@@ -132,6 +132,7 @@ class IkeManager:
         self._timer: asyncio.TimerHandle | None = None
         self._next_id = 1
         self.dropped = 0  # datagrams no session could take (malformed, no rule)
+        self.oakley_errors = 0
         self.v2 = IkeV2Side(self, clock())
 
     # --- set-up --------------------------------------------------------------------------------
@@ -202,8 +203,7 @@ class IkeManager:
     ) -> None:
         self.monitor.count_mm("negotiation_failures")
         self._emit(ev.NegotiationFailed(mode, label, point, reason, _ip(peer), _ip(local)))
-        if self.oakley is not None:
-            self.oakley.failure(_now_wall(), mode, filter=label, point=point, reason=reason)
+        self._oakley_failure(mode, label, point, reason)
         self.log(f"IKE: negotiation with {peer} failed: {reason}")
 
     def _id(self) -> int:
@@ -402,10 +402,7 @@ class IkeManager:
                     e.mode, p.pick.label, e.failure_point, e.reason, _ip(p.peer), _ip(p.local)
                 )
             )
-            if self.oakley is not None:
-                self.oakley.failure(
-                    _now_wall(), e.mode, filter=p.pick.label, point=e.failure_point, reason=e.reason
-                )
+            self._oakley_failure(e.mode, p.pick.label, e.failure_point, e.reason)
             self.log(f"IKE: negotiation with {p.peer} failed: {e.reason}")
         elif isinstance(e, v1.AuthenticationFailed):
             p.negotiating.clear()
@@ -615,7 +612,24 @@ class IkeManager:
 
     def _oakley(self, message: str, **fields: object) -> None:
         if self.oakley is not None:
-            self.oakley.log(_now_wall(), message, neg=None, **fields)
+            try:
+                self.oakley.log(_now_wall(), message, neg=None, **fields)
+            except OSError as exc:  # logging never stops IKE
+                self._oakley_error(exc)
+
+    def _oakley_failure(
+        self, mode: ev.NegotiationMode, label: str, point: ev.FailurePoint, reason: str
+    ) -> None:
+        if self.oakley is not None:
+            try:
+                self.oakley.failure(_now_wall(), mode, filter=label, point=point, reason=reason)
+            except OSError as exc:
+                self._oakley_error(exc)
+
+    def _oakley_error(self, exc: OSError) -> None:
+        self.oakley_errors += 1
+        if self.oakley_errors == 1:
+            self.log(f"IKE: cannot write the Oakley log: {exc.strerror or exc}")
 
     def _fail(self, peer: str, label: str, reason: str, local: str | None) -> None:
         self.monitor.count_mm("negotiation_failures")
