@@ -20,7 +20,9 @@ pytestmark = pytest.mark.root
 PSK = "daemon-ike-test-psk"
 
 
-def psk_store(peer: str, qm: str = "ESP[AESGCM128]", mm: str = "AES128-SHA1-14", psk: str = PSK) -> str:
+def psk_store(
+    peer: str, qm: str = "ESP[AESGCM128]", mm: str = "AES128-SHA1-14", psk: str = PSK, ikeversion: int = 1
+) -> str:
     return f"""[daemon]
 assigned_policy = "p"
 ikelogging = true
@@ -40,6 +42,7 @@ mmsecmethods = ["{mm}"]
   name = "secure peer"
   filterlist = "peer"
   filteraction = "sec"
+  ikeversion = {ikeversion}
   auth = [{{ method = "psk", psk = "{psk}" }}]
 """
 
@@ -122,3 +125,45 @@ def test_psk_mismatch_fails_and_nothing_leaves_in_clear(lab: Lab) -> None:
     assert da.status()["states"] == [] and db.status()["states"] == []
     assert _show(da, "qmsas")["qmsas"] == [] and _show(db, "mmsas")["mmsas"] == []
     assert "another-key" not in oak_a.read_text()
+
+
+def test_kilobyte_soft_expiry_rekeys_under_traffic(lab: Lab) -> None:
+    """The smallest kilobyte lifetime the store allows (20480 KB): 24 MB of TCP each way pass the
+    soft limit (90 %) in the data path, the daemon rekeys with a new Quick Mode while the transfer
+    runs, the old SAs are deleted, and the transfer completes intact."""
+    p = two_hosts(lab)
+    qm = "ESP[AESGCM128]:20480/3600"
+    da, oak_a = _daemon(lab, p.a, psk_store(B4, qm))
+    db, _ = _daemon(lab, p.b, psk_store(A4, qm))
+    assert p.a.ping(B4, count=1, wait=5).received == 1
+    first = {s["spi"] for s in da.status()["states"]}
+    tcp_echo(p.a, p.b, B4, size=24_000_000)
+    wait_until(lambda: len(da.status()["states"]) == 2 and len(db.status()["states"]) == 2, 10)
+    now = {s["spi"] for s in da.status()["states"]}
+    assert not now & first, (first, now)  # both directions replaced
+    stats = _show(da, "stats")["stats"]
+    assert "Quick Mode SA deleted" in oak_a.read_text() and "reason=rekeyed" in oak_a.read_text()
+    assert stats["quick_mode"]["rekeys"] >= 1 and stats["quick_mode"]["active_sa"] == 1, stats
+    assert stats["main_mode"]["oakley_quick_mode"] >= 2, stats
+    assert p.b.ping(A4, count=2, interval=0.1).received == 2
+
+
+def test_two_daemons_ikev2_transport(lab: Lab) -> None:
+    """The same policy with ``ikeversion = 2``: IKE_SA_INIT/IKE_AUTH with USE_TRANSPORT_MODE."""
+    p = two_hosts(lab)
+    da, oak_a = _daemon(lab, p.a, psk_store(B4, "ESP[AES128,SHA256]", "AES256-SHA256-14", ikeversion=2))
+    db, _ = _daemon(lab, p.b, psk_store(A4, "ESP[AES128,SHA256]", "AES256-SHA256-14", ikeversion=2))
+    cap = p.a.capture(p.link.a_ifname)
+    first = p.a.ping(B4, count=1, wait=5)
+    assert first.received == 1, first.output + da.proc.output() + db.proc.output()
+    assert p.b.ping(A4, count=3, interval=0.1).received == 3
+    tcp_echo(p.a, p.b, B4)
+    cap.stop()
+    assert cap.count("icmp or tcp") == 0 and cap.count("esp") > 10
+    for d, role in ((da, "initiator"), (db, "responder")):
+        [mm] = _show(d, "mmsas")["mmsas"]
+        assert (mm["ike_version"], mm["role"]) == (2, role), mm
+        [qm] = _show(d, "qmsas")["qmsas"]
+        assert qm["mode"] == "transport", qm
+        assert {s["enc"] for s in d.status()["states"]} == {"ENCR_AES_CBC"}, d.status()["states"]
+    assert "IKE SA established" in oak_a.read_text()

@@ -612,7 +612,7 @@ class Engine:
         except OSError as exc:
             raise EngineError(f"cannot open the IKE socket (UDP 500): {exc}") from None
 
-    def _send_natt(self, data: bytes, addr: tuple[str, int], source: str) -> None:
+    def _send_natt(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
         sock = self.sockets.get("udp6" if ":" in addr[0] else "udp4")
         if sock is not None:
             sock.send(data, addr, source)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
+from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
 from ipsecd.daemon.router import Acquire, Router
 from ipsecd.datapath.sa import Mode, SAParams
@@ -66,6 +67,24 @@ class _Child:
     filter: str
 
 
+@dataclass(frozen=True)
+class ChildInfo:
+    """What the monitor shows of a negotiated SA pair besides its SAParams."""
+
+    local_ts: str
+    remote_ts: str
+    protocol: int
+    sport: int
+    dport: int
+    esp_enc: str | None
+    esp_integ: str | None
+    ah: str | None
+    life_s: int
+    life_kb: int
+    pfs_group: int | None
+    mm_id: int | None
+
+
 @dataclass
 class _Peer:
     session: IkeV1Session
@@ -87,7 +106,7 @@ class IkeManager:
         monitor: MonitorState,
         *,
         clock: Callable[[], float],
-        send_natt: Callable[[bytes, tuple[str, int], str], None],
+        send_natt: Callable[[bytes, tuple[str, int], str | None], None],
         flush: Callable[[], None],
         log: Callable[[str], None],
         oakley: OakleyLog | None = None,
@@ -112,7 +131,9 @@ class IkeManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._next_id = 1
-        self.dropped = 0  # datagrams no session could take (malformed, IKEv2 not wired, no rule)
+        self.dropped = 0  # datagrams no session could take (malformed, no rule)
+        self.oakley_errors = 0
+        self.v2 = IkeV2Side(self, clock())
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -134,6 +155,8 @@ class IkeManager:
 
     def close(self) -> None:
         now = self.clock()
+        with contextlib.suppress(Exception):
+            self.v2.close()
         for p in list(self.peers.values()):
             with contextlib.suppress(Exception):
                 p.session.close(now)
@@ -146,6 +169,42 @@ class IkeManager:
                     with contextlib.suppress(Exception):
                         self._loop.remove_reader(s.fileno())
                 s.close()
+
+    # --- shared with the IKEv2 side ------------------------------------------------------------
+
+    def send_natt(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
+        self._send_natt(data, addr, source)
+
+    def send_ike(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
+        sock = self.sock6 if ":" in addr[0] else self.sock
+        if sock is not None:
+            sock.send(data, addr, source)
+
+    def oakley_line(self, message: str, **fields: object) -> None:
+        self._oakley(message, **fields)
+
+    def emit(self, event: ev.Event) -> None:
+        self._emit(event)
+
+    def new_id(self) -> int:
+        return self._id()
+
+    def fail(self, peer: str, label: str, reason: str, local: str | None) -> None:
+        self._fail(peer, label, reason, local)
+
+    def negotiation_failed(
+        self,
+        local: str,
+        peer: str,
+        label: str,
+        mode: ev.NegotiationMode,
+        point: ev.FailurePoint,
+        reason: str,
+    ) -> None:
+        self.monitor.count_mm("negotiation_failures")
+        self._emit(ev.NegotiationFailed(mode, label, point, reason, _ip(peer), _ip(local)))
+        self._oakley_failure(mode, label, point, reason)
+        self.log(f"IKE: negotiation with {peer} failed: {reason}")
 
     def _id(self) -> int:
         self._next_id += 1
@@ -161,16 +220,18 @@ class IkeManager:
         """IKE datagrams (with the non-ESP marker when ``port`` is 4500) from the sockets."""
         now = self.clock()
         touched: list[_Peer] = []
+        v2_seen = False
         for data, addr, local in datagrams:
             body = data[4:] if port == NATT_PORT else data
             if len(body) < 28:
                 self.dropped += 1
                 self.monitor.count_mm("invalid_packets")
                 continue
-            if body[17] >> 4 == IKEV2_MAJOR:
-                self.dropped += 1  # IKEv2 under the policy agent: not wired yet (docs/daemon-ike.md)
-                continue
             peer_ip = addr[0].split("%", 1)[0]
+            if body[17] >> 4 == IKEV2_MAJOR:
+                self.v2.receive(data, local, (peer_ip, addr[1]), port)
+                v2_seen = True
+                continue
             p = self.peers.get(peer_ip)
             if p is None:
                 p = self._responder(peer_ip, local, now)
@@ -181,6 +242,8 @@ class IkeManager:
             touched.append(p)
         for t in {id(t): t for t in touched}.values():
             self._pump(t)
+        if v2_seen:
+            self.v2.pump()
         self._arm()
 
     def _responder(self, peer_ip: str, local: str | None, now: float) -> _Peer | None:
@@ -241,8 +304,10 @@ class IkeManager:
         if pick is None or pick.psk is None:
             self._fail(peer_ip, f"{sf.policy}/{sf.rule}", "no usable authentication method", None)
             return
-        if pick.ikeversion != 1:
-            self._fail(peer_ip, f"{sf.policy}/{sf.rule}", "IKEv2 is not wired into the daemon yet", None)
+        if pick.ikeversion == 2:
+            local = str(acq.src) if sf.tunnel is None else _local_for(peer_ip)
+            self.v2.initiate(pick, sf, str(acq.src), str(acq.dst), local, peer_ip, key)
+            self._arm()
             return
         if p is None:
             p = self._new_peer(peer_ip, str(acq.src) if sf.tunnel is None else _local_for(peer_ip), pick, now)
@@ -265,6 +330,8 @@ class IkeManager:
         if self._loop is None:
             return
         times = [t for p in self.peers.values() if (t := p.session.get_timer()) is not None]
+        if (t2 := self.v2.timer()) is not None:
+            times.append(t2)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -280,10 +347,16 @@ class IkeManager:
             if t is not None and t <= now:
                 p.session.handle_timer(now)
                 self._pump(p)
+        t2 = self.v2.timer()
+        if t2 is not None and t2 <= now:
+            self.v2.handle_timer(now)
         self._arm()
 
     def soft_expired(self, spi: int) -> None:
         """The data path's soft lifetime of an SA we installed (either direction): rekey it."""
+        if self.v2.soft_expired(spi):
+            self._arm()
+            return
         for p in self.peers.values():
             for c in p.children.values():
                 if spi not in (c.inbound_spi, c.outbound_spi):
@@ -329,10 +402,7 @@ class IkeManager:
                     e.mode, p.pick.label, e.failure_point, e.reason, _ip(p.peer), _ip(p.local)
                 )
             )
-            if self.oakley is not None:
-                self.oakley.failure(
-                    _now_wall(), e.mode, filter=p.pick.label, point=e.failure_point, reason=e.reason
-                )
+            self._oakley_failure(e.mode, p.pick.label, e.failure_point, e.reason)
             self.log(f"IKE: negotiation with {p.peer} failed: {e.reason}")
         elif isinstance(e, v1.AuthenticationFailed):
             p.negotiating.clear()
@@ -405,85 +475,121 @@ class IkeManager:
         return st.key()
 
     def _qm_up(self, p: _Peer, e: v1.ChildSaEstablished) -> None:
+        m = e.method
+        child = ChildInfo(
+            str(e.local_ts),
+            str(e.remote_ts),
+            e.local_ts.protocol,
+            e.local_ts.port,
+            e.remote_ts.port,
+            m.esp_enc.name if m.esp_enc is not None else None,
+            m.esp_auth.name if m.esp_auth is not None else None,
+            m.ah.name if m.ah is not None else None,
+            e.life_seconds,
+            e.life_kilobytes,
+            e.pfs_group,
+            next(iter(p.mm_ids.values()), None),
+        )
+        if not self.install_child(p.children, p.local, p.peer, p.pick, e.inbound, e.outbound, child):
+            return
+        p.negotiating.clear()
+        if e.rekey_of is not None:
+            self.monitor.count_qm("rekeys")
+            self._qm_down(p, e.rekey_of, ev.EndReason.REKEYED)
+
+    def install_child(
+        self,
+        children: dict[int, _Child],
+        local: str,
+        peer: str,
+        pick: RulePick,
+        inbound: SAParams,
+        outbound: SAParams,
+        info: ChildInfo,
+    ) -> bool:
+        """Both directions into the SA database, the monitor record, the event and log lines, and
+        the acquire's queued packets out. False (and nothing installed) when the data path refuses."""
         now = self.clock()
         keys: list[tuple[int, int, Any]] = []
         try:
-            keys.append(self._install(p.peer, p.local, e.inbound))
-            keys.append(self._install(p.local, p.peer, e.outbound))
+            keys.append(self._install(peer, local, inbound))
+            keys.append(self._install(local, peer, outbound))
         except (SadbError, ValueError, RuntimeError) as exc:
             for k in keys:
                 with contextlib.suppress(SadbError):
                     self.sadb.del_state(*k)
-            self.monitor.count_qm("key_additions")  # attempted; the failure below
             self.monitor.count_mm("key_addition_failures")
-            self.log(f"IKE: cannot install the SA with {p.peer}: {exc}")
-            return
-        p.negotiating.clear()
+            self.log(f"IKE: cannot install the SA with {peer}: {exc}")
+            return False
         qm_id = self._id()
-        label = p.pick.label
-        p.children[e.inbound.spi] = _Child(qm_id, keys, e.inbound.spi, e.outbound.spi, label)
-        m = e.method
-        tunnel = e.inbound.mode == Mode.TUNNEL
+        label = pick.label
+        children[inbound.spi] = _Child(qm_id, keys, inbound.spi, outbound.spi, label)
+        tunnel = inbound.mode == Mode.TUNNEL
+        mode = "tunnel" if tunnel else "transport"
         self.monitor.add_qm_sa(
             QuickModeSA(
                 id=qm_id,
-                mmsa_id=next(iter(p.mm_ids.values()), None),
-                local=_ip(p.local),
-                peer=_ip(p.peer),
-                src=str(e.local_ts),
-                dst=str(e.remote_ts),
-                protocol=e.local_ts.protocol,
-                srcport=e.local_ts.port,
-                dstport=e.remote_ts.port,
-                mode="tunnel" if tunnel else "transport",
-                inbound_spi=e.inbound.spi,
-                outbound_spi=e.outbound.spi,
-                esp_encryption=m.esp_enc.name if m.esp_enc is not None else None,
-                esp_integrity=m.esp_auth.name if m.esp_auth is not None else None,
-                ah_integrity=m.ah.name if m.ah is not None else None,
-                lifetime_seconds=e.life_seconds,
-                lifetime_kilobytes=e.life_kilobytes,
-                expires_at=now + e.life_seconds,
-                pfs_group=e.pfs_group,
-                udp_encap=e.inbound.encap is not None,
+                mmsa_id=info.mm_id,
+                local=_ip(local),
+                peer=_ip(peer),
+                src=info.local_ts,
+                dst=info.remote_ts,
+                protocol=info.protocol,
+                srcport=info.sport,
+                dstport=info.dport,
+                mode=mode,
+                inbound_spi=inbound.spi,
+                outbound_spi=outbound.spi,
+                esp_encryption=info.esp_enc,
+                esp_integrity=info.esp_integ,
+                ah_integrity=info.ah,
+                lifetime_seconds=info.life_s,
+                lifetime_kilobytes=info.life_kb,
+                expires_at=now + info.life_s,
+                pfs_group=info.pfs_group,
+                udp_encap=inbound.encap is not None,
                 filter=label,
-                filteraction=p.pick.filteraction,
+                filteraction=pick.filteraction,
             )
         )
         self.monitor.count_qm("key_additions", 2)
         self.monitor.count_mm("oakley_quick_mode")
-        if e.rekey_of is not None:
-            self.monitor.count_qm("rekeys")
-            self._qm_down(p, e.rekey_of, ev.EndReason.REKEYED)
         self._emit(
             ev.QuickModeSAEstablished(
-                _ip(p.local),
-                _ip(p.peer),
+                _ip(local),
+                _ip(peer),
                 label,
-                "esp" if m.esp_enc is not None else "ah",
-                "tunnel" if tunnel else "transport",
-                e.inbound.spi,
-                e.outbound.spi,
-                e.inbound.enc_alg.name,
-                e.inbound.integ_alg.name,
-                e.life_seconds,
-                e.life_kilobytes,
-                e.pfs_group,
+                "esp" if info.esp_enc is not None else "ah",
+                mode,
+                inbound.spi,
+                outbound.spi,
+                inbound.enc_alg.name,
+                inbound.integ_alg.name,
+                info.life_s,
+                info.life_kb,
+                info.pfs_group,
             )
         )
         self._oakley(
             "Quick Mode SA established",
-            peer=p.peer,
-            local_ts=e.local_ts,
-            remote_ts=e.remote_ts,
-            inbound_spi=f"0x{e.inbound.spi:08x}",
-            outbound_spi=f"0x{e.outbound.spi:08x}",
-            mode="tunnel" if tunnel else "transport",
+            peer=peer,
+            local_ts=info.local_ts,
+            remote_ts=info.remote_ts,
+            inbound_spi=f"0x{inbound.spi:08x}",
+            outbound_spi=f"0x{outbound.spi:08x}",
+            mode=mode,
+            encap=inbound.encap is not None,
         )
         self._flush()  # queued packets of the acquire leave now
+        return True
 
     def _qm_down(self, p: _Peer, inbound_spi: int, reason: ev.EndReason) -> None:
-        c = p.children.pop(inbound_spi, None)
+        self.remove_child(p.children, p.local, p.peer, inbound_spi, reason)
+
+    def remove_child(
+        self, children: dict[int, _Child], local: str, peer: str, inbound_spi: int, reason: ev.EndReason
+    ) -> None:
+        c = children.pop(inbound_spi, None)
         if c is None:
             return
         for k in c.states:
@@ -492,9 +598,11 @@ class IkeManager:
         self.monitor.remove_qm_sa(c.qm_id)
         self.monitor.count_qm("key_deletions", 2)
         self._emit(
-            ev.QuickModeSAEnded(_ip(p.local), _ip(p.peer), c.filter, c.inbound_spi, c.outbound_spi, reason)
+            ev.QuickModeSAEnded(_ip(local), _ip(peer), c.filter, c.inbound_spi, c.outbound_spi, reason)
         )
-        self._oakley("Quick Mode SA deleted", peer=p.peer, inbound_spi=f"0x{inbound_spi:08x}", reason=reason)
+        self._oakley(
+            "Quick Mode SA deleted", peer=peer, inbound_spi=f"0x{inbound_spi:08x}", reason=reason.value
+        )
 
     # --- logs ----------------------------------------------------------------------------------
 
@@ -504,7 +612,24 @@ class IkeManager:
 
     def _oakley(self, message: str, **fields: object) -> None:
         if self.oakley is not None:
-            self.oakley.log(_now_wall(), message, neg=None, **fields)
+            try:
+                self.oakley.log(_now_wall(), message, neg=None, **fields)
+            except OSError as exc:  # logging never stops IKE
+                self._oakley_error(exc)
+
+    def _oakley_failure(
+        self, mode: ev.NegotiationMode, label: str, point: ev.FailurePoint, reason: str
+    ) -> None:
+        if self.oakley is not None:
+            try:
+                self.oakley.failure(_now_wall(), mode, filter=label, point=point, reason=reason)
+            except OSError as exc:
+                self._oakley_error(exc)
+
+    def _oakley_error(self, exc: OSError) -> None:
+        self.oakley_errors += 1
+        if self.oakley_errors == 1:
+            self.log(f"IKE: cannot write the Oakley log: {exc.strerror or exc}")
 
     def _fail(self, peer: str, label: str, reason: str, local: str | None) -> None:
         self.monitor.count_mm("negotiation_failures")
