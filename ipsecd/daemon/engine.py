@@ -566,7 +566,9 @@ class Engine:
             assert self._stop is not None
             self._stop.set()
 
-        uninstall = daemon_signals.install(loop, reload=self._reload_signal, reopen=self._reopen_logs, stop=stop)
+        uninstall = daemon_signals.install(
+            loop, reload=self._reload_signal, reopen=self._reopen_logs, stop=stop
+        )
         self.log(
             f"ready: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters, "
             f"{len(self.sadb.states)} SAs, {len(self.sadb.policies)} manual policies, tun {self.tun.name}, "
