@@ -102,18 +102,23 @@ def _run_ok(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
     return text, s
 
 
-def test_demo_ike_on_demand(tmp_path: Path) -> None:
-    """The default: a PSK policy negotiated on demand (IKEv1), SAs in the monitor and the logs."""
-    text, s = _run_ok(tmp_path)
-    assert s["keys"] == "ike" and s["mode"] == "transport" and s["first_ping"] == 1
-    assert s["ike"] >= 9 and s["esp"] > 0 and s["esp_in_udp"] == 0  # Main Mode 6 + Quick Mode 3
+@pytest.mark.parametrize("version", [1, 2], ids=["ikev1", "ikev2"])
+def test_demo_ike_on_demand(tmp_path: Path, version: int) -> None:
+    """The default: a PSK policy negotiated on demand (IKEv1; --ikev2), SAs in the monitor and logs."""
+    text, s = _run_ok(tmp_path, *(["--ikev2"] if version == 2 else []))
+    assert s["keys"] == "ike" and s["ikeversion"] == version
+    assert s["mode"] == "transport" and s["first_ping"] == 1
+    # IKEv1: Main Mode 6 + Quick Mode 3 messages at least; IKEv2: IKE_SA_INIT and IKE_AUTH, 2 each.
+    assert s["ike"] >= (9 if version == 1 else 4) and s["esp"] > 0 and s["esp_in_udp"] == 0
     assert "keys: negotiated on demand by IKE" in text
+    assert len(re.findall(rf"^IKE Version\s+: IKEv{version}$", text, re.M)) == 2
     # Main mode and quick mode SAs on both hosts, the same SPIs seen from both sides.
     assert len(re.findall(r"^Authentication Mode\s+: Preshared key$", text, re.M)) == 2
     spis_in = re.findall(r"^ Inbound SPI\s+: (0x[0-9a-f]+)$", text, re.M)
     spis_out = re.findall(r"^ Outbound SPI\s+: (0x[0-9a-f]+)$", text, re.M)
     assert len(spis_in) == 2 and spis_in == spis_out[::-1], (spis_in, spis_out)
-    assert text.count("Main Mode SA established") == 2 and text.count("Quick Mode SA established") == 2
+    established = "Main Mode SA established" if version == 1 else "IKE SA established"
+    assert text.count(established) == 2 and text.count("Quick Mode SA established") == 2
     assert text.count('"name":"QUICK_MODE_SA_ESTABLISHED"') == 2
     assert "Acquire from driver:" in text
     # The preshared key is random per run and shown nowhere.
