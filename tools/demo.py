@@ -10,7 +10,8 @@ log are printed. Everything it made is removed on exit, on error, on Ctrl-C and 
 
 Keys, by default: negotiated on demand by IKE (IKEv1 Main Mode + Quick Mode, preshared key):
 host b runs a Secure Server-like policy (All IP Traffic -> Require Security), host a a rule
-requiring security with b; the first packet raises an acquire and the daemons negotiate.
+requiring security with b; the first packet raises an acquire and the daemons negotiate
+(``--ikev2``: IKEv2 instead of IKEv1).
 ``--manual``: manually keyed SAs instead (the store's ``[xfrm]`` table, docs/manual-keying.md),
 AES-128-GCM, tunnel or transport mode, optionally ESP-in-UDP. Keys, SPIs and the PSK are fresh
 random values every run and are never printed.
