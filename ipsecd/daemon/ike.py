@@ -112,6 +112,8 @@ class IkeManager:
         oakley: OakleyLog | None = None,
         events: EventLog | None = None,
         mark: int | None = None,
+        dpd_interval: float = 30.0,
+        dpd_retries: int = 5,
     ) -> None:
         self.sadb = sadb
         self.router = router
@@ -133,6 +135,8 @@ class IkeManager:
         self._next_id = 1
         self.dropped = 0  # datagrams no session could take (malformed, no rule)
         self.oakley_errors = 0
+        self.dpd_interval = dpd_interval  # RFC 3706 idle time before R-U-THERE (IKEv1); IKEv2 liveness
+        self.dpd_retries = dpd_retries
         self.v2 = IkeV2Side(self, clock())
 
     # --- set-up --------------------------------------------------------------------------------
@@ -270,7 +274,8 @@ class IkeManager:
             mmpfs=policy.mmpfs,
             qmpermm=policy.qmpermm,
             qm_lookup=lookup,
-            dpd_interval=pick.dpd_interval,
+            dpd_interval=self.dpd_interval,
+            dpd_retries=self.dpd_retries,
         )
         session = IkeV1Session(cfg, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=now)
         p = _Peer(session, local_ip, peer_ip, pick)

@@ -18,7 +18,6 @@ from ipsecd.policy.model import AuthKind, AuthMethod, MmSecMethod, Policy, Rule,
 from ipsecd.policy.order import Direction, SpecificFilter
 
 DEFAULT_RESPONSE = "<Dynamic>"  # the default response rule's name in events and the monitor
-DPD_INTERVAL = 30.0  # seconds of silence before an R-U-THERE (RFC 3706), when the peer does DPD
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,6 @@ class RulePick:
     mm_methods: tuple[MmSecMethod, ...]
     psk: str | None = field(repr=False)
     ikeversion: int = 1
-    dpd_interval: float = DPD_INTERVAL
     default_response: bool = False
 
     @property

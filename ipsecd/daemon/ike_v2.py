@@ -105,7 +105,7 @@ class IkeV2Side:
             ike_rekey_s=float(policy.mmlifetime * 60),
             child_rekey_s=float(life) * 0.9,
             rekey_margin_s=float(life) * 0.1,
-            dpd_interval_s=pick.dpd_interval,
+            dpd_interval_s=self.mgr.dpd_interval,
         )
 
     def _config_for(self, local: tuple[str, int], remote: tuple[str, int]) -> SessionConfig | None:
