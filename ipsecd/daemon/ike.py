@@ -232,23 +232,36 @@ class IkeManager:
                 self.monitor.count_mm("invalid_packets")
                 continue
             peer_ip = addr[0].split("%", 1)[0]
-            if body[17] >> 4 == IKEV2_MAJOR:
-                self.v2.receive(data, local, (peer_ip, addr[1]), port)
-                v2_seen = True
-                continue
-            p = self.peers.get(peer_ip)
-            if p is None:
-                p = self._responder(peer_ip, local, now)
-                if p is None:
-                    self.dropped += 1
+            try:
+                if body[17] >> 4 == IKEV2_MAJOR:
+                    self.v2.receive(data, local, (peer_ip, addr[1]), port)
+                    v2_seen = True
                     continue
-            p.session.receive_datagram(data, (_ip(peer_ip), addr[1]), now, port)
-            touched.append(p)
+                p = self.peers.get(peer_ip)
+                if p is None:
+                    p = self._responder(peer_ip, local, now)
+                    if p is None:
+                        self.dropped += 1
+                        continue
+                p.session.receive_datagram(data, (_ip(peer_ip), addr[1]), now, port)
+                touched.append(p)
+            except (OSError, ValueError) as exc:  # never out of the reader: counted and dropped
+                self.dropped += 1
+                self.monitor.count_mm("receive_failures")
+                self.log(f"IKE: datagram from {peer_ip} dropped: {type(exc).__name__}")
         for t in {id(t): t for t in touched}.values():
             self._pump(t)
+            self._reap(t)
         if v2_seen:
             self.v2.pump()
         self._arm()
+
+    def _reap(self, p: _Peer) -> None:
+        """A session with nothing established and nothing pending (a refused or garbage first
+        message) is forgotten, so spoofed sources cannot pile up sessions."""
+        idle = not p.session.ike_sas and not p.children and p.session.get_timer() is None
+        if idle and self.peers.get(p.peer) is p:
+            del self.peers[p.peer]
 
     def _responder(self, peer_ip: str, local: str | None, now: float) -> _Peer | None:
         if self.store is None or self.compiled is None:
