@@ -189,3 +189,30 @@ def test_dpd_notices_a_killed_peer(lab: Lab) -> None:
     assert p.a.ping(B4, count=2, interval=0.2, wait=1).received == 0
     cap.stop()
     assert cap.count("icmp") == 0
+
+
+def test_qmsas_traffic_and_ipsecctl_delete(lab: Lab) -> None:
+    """``show qmsas`` counts the SA pair's traffic; ``ipsecctl dynamic delete qmsas`` deletes it on
+    both hosts (DELETE to the peer); the next packet negotiates a new one."""
+    p = two_hosts(lab)
+    da, _ = _daemon(lab, p.a, psk_store(B4))
+    db, _ = _daemon(lab, p.b, psk_store(A4))
+    assert p.a.ping(B4, count=1, wait=5).received == 1
+    assert p.a.ping(B4, count=5, interval=0.05).received == 5
+
+    def counted() -> bool:
+        [row] = _show(da, "qmsas")["qmsas"]
+        return bool(row["packets_out"] >= 6 and row["packets_in"] >= 6 and row["bytes_in"] > 0)
+
+    wait_until(counted, 5, what="the SA pair's traffic in show qmsas")
+    [old] = _show(da, "qmsas")["qmsas"]
+    argv = [sys.executable, "-m", "ipsecd.cli.main", "--control", str(da.control), "--json"]
+    out = subprocess.run([*argv, "dynamic", "delete", "qmsas"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["deleted"] == [old["id"]]
+    wait_until(lambda: da.status()["states"] == [] and db.status()["states"] == [], 5, what="both deleted")
+    assert _show(db, "qmsas")["qmsas"] == []
+    assert p.a.ping(B4, count=1, wait=5).received == 1  # a new Quick Mode on the same Main Mode
+    [new] = _show(da, "qmsas")["qmsas"]
+    assert new["inbound_spi"] != old["inbound_spi"]
+    assert len(_show(da, "mmsas")["mmsas"]) == 1

@@ -422,6 +422,8 @@ class Engine:
             for spi in soft_spis:  # SA soft expiry from the data path: rekey (after the loop)
                 assert self.ike is not None
                 self.ike.soft_expired(spi)
+            if self.ike is not None:
+                self.ike.tick()
             self.seqs.update(outbound)
             self.monitor.set_mm_gauge("active_acquire", len(self.router.pending))
         finally:
@@ -602,6 +604,7 @@ class Engine:
             dpd_retries=self.cfg.dpd_retries,
         )
         self.ike.set_policy(loaded.store, loaded.compiled)
+        self.monitor.on_delete = self.ike.delete
         try:
             self.ike.start(loop)
         except OSError as exc:

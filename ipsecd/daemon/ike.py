@@ -65,6 +65,7 @@ class _Child:
     inbound_spi: int
     outbound_spi: int
     filter: str
+    seen_in: int = 0  # inbound packets counted at the last tick
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,53 @@ class IkeManager:
                     with contextlib.suppress(Exception):
                         self._loop.remove_reader(s.fileno())
                 s.close()
+
+    # --- periodic: traffic, liveness; ipsecctl dynamic delete ---------------------------------
+
+    def tick(self) -> None:
+        """From the engine's tick: each SA pair's traffic into the monitor; inbound ESP counts as
+        liveness for IKEv1 DPD (RFC 3706 section 5.4: no probe while traffic flows)."""
+        now = self.clock()
+        for p in self.peers.values():
+            if any(self._traffic(c) for c in p.children.values()):
+                p.session.note_inbound_traffic(now)
+        for sa in self.v2.sas.values():
+            for c in sa.children.values():
+                self._traffic(c)
+
+    def _traffic(self, c: _Child) -> bool:
+        """Update the monitor's counters of one pair; True when packets came in since last time."""
+        inbound = self.sadb.states.get(c.states[0]) if c.states else None
+        outbound = self.sadb.states.get(c.states[1]) if len(c.states) > 1 else None
+        if inbound is None or outbound is None:
+            return False
+        cin, cout = inbound.transform.counters(), outbound.transform.counters()
+        self.monitor.update_qm_traffic(
+            c.qm_id,
+            bytes_in=cin.transport_bytes_received + cin.tunnel_bytes_received,
+            bytes_out=cout.transport_bytes_sent + cout.tunnel_bytes_sent,
+            packets_in=cin.packets_received,
+            packets_out=cout.packets_sent,
+        )
+        fresh = cin.packets_received != c.seen_in
+        c.seen_in = cin.packets_received
+        return fresh
+
+    def delete(self, what: str, ids: list[int]) -> None:
+        """``ipsecctl dynamic delete qmsas|mmsas``: a Quick Mode (child) SA pair is deleted with a
+        DELETE to the peer; a main mode (IKE) SA takes everything negotiated with that peer."""
+        now = self.clock()
+        wanted = set(ids)
+        for p in list(self.peers.values()):
+            if what == "qmsas":
+                for spi, c in list(p.children.items()):
+                    if c.qm_id in wanted:
+                        p.session.delete_child(spi, now)
+            elif wanted & set(p.mm_ids.values()):
+                p.session.close(now)
+            self._pump(p)
+        self.v2.delete(what, wanted)
+        self._arm()
 
     # --- shared with the IKEv2 side ------------------------------------------------------------
 

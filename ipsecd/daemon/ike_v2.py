@@ -202,6 +202,20 @@ class IkeV2Side:
                     return True
         return False
 
+    def delete(self, what: str, ids: set[int]) -> None:
+        for s in list(self.dispatcher.sessions):
+            sa = self.sas.get(id(s))
+            if sa is None:
+                continue
+            if what == "qmsas":
+                for spi, c in list(sa.children.items()):
+                    if c.qm_id in ids:
+                        s.delete_child(spi)
+            elif sa.mm_id in ids:
+                s.close()
+            s.poll(self.mgr.clock())
+        self.pump()
+
     def close(self) -> None:
         for s in list(self.dispatcher.sessions):
             s.close()
