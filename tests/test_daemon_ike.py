@@ -5,6 +5,7 @@ the daemons, the queued packets leave under the new SA, and the wire carries onl
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,51 @@ def test_two_daemons_ikev2_transport(lab: Lab) -> None:
         assert qm["mode"] == "transport", qm
         assert {s["enc"] for s in d.status()["states"]} == {"ENCR_AES_CBC"}, d.status()["states"]
     assert "IKE SA established" in oak_a.read_text()
+
+
+def test_dpd_notices_a_killed_peer(lab: Lab) -> None:
+    """RFC 3706 between the daemons (``--dpd-interval 1 --dpd-retries 2``): b is killed with SIGKILL,
+    a's probes go unanswered, a declares b dead and removes its SAs from the data path and the
+    monitor; traffic to b is queued again (an acquire), never sent in clear."""
+    p = two_hosts(lab)
+    oak = lab.scratch("a-oakley.log")
+    dpd = ("--dpd-interval", "1", "--dpd-retries", "2")
+    da = start_daemon(lab, p.a, store_text=psk_store(B4), extra=("--oakley-log", str(oak), *dpd))
+    db = start_daemon(lab, p.b, store_text=psk_store(A4), extra=dpd)
+    assert p.a.ping(B4, count=2, interval=0.2, wait=5).received >= 1
+    assert len(da.status()["states"]) == 2
+    db.proc.stop(signal.SIGKILL)
+    wait_until(lambda: da.status()["states"] == [], 15, what="a dropping b's SAs")
+    assert "DPD: peer dead" in oak.read_text()
+    assert _show(da, "mmsas")["mmsas"] == [] and _show(da, "qmsas")["qmsas"] == []
+    cap = p.a.capture(p.link.a_ifname)
+    assert p.a.ping(B4, count=2, interval=0.2, wait=1).received == 0
+    cap.stop()
+    assert cap.count("icmp") == 0
+
+
+def test_qmsas_traffic_and_ipsecctl_delete(lab: Lab) -> None:
+    """``show qmsas`` counts the SA pair's traffic; ``ipsecctl dynamic delete qmsas`` deletes it on
+    both hosts (DELETE to the peer); the next packet negotiates a new one."""
+    p = two_hosts(lab)
+    da, _ = _daemon(lab, p.a, psk_store(B4))
+    db, _ = _daemon(lab, p.b, psk_store(A4))
+    assert p.a.ping(B4, count=1, wait=5).received == 1
+    assert p.a.ping(B4, count=5, interval=0.05).received == 5
+
+    def counted() -> bool:
+        [row] = _show(da, "qmsas")["qmsas"]
+        return bool(row["packets_out"] >= 6 and row["packets_in"] >= 6 and row["bytes_in"] > 0)
+
+    wait_until(counted, 5, what="the SA pair's traffic in show qmsas")
+    [old] = _show(da, "qmsas")["qmsas"]
+    argv = [sys.executable, "-m", "ipsecd.cli.main", "--control", str(da.control), "--json"]
+    out = subprocess.run([*argv, "dynamic", "delete", "qmsas"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["deleted"] == [old["id"]]
+    wait_until(lambda: da.status()["states"] == [] and db.status()["states"] == [], 5, what="both deleted")
+    assert _show(db, "qmsas")["qmsas"] == []
+    assert p.a.ping(B4, count=1, wait=5).received == 1  # a new Quick Mode on the same Main Mode
+    [new] = _show(da, "qmsas")["qmsas"]
+    assert new["inbound_spi"] != old["inbound_spi"]
+    assert len(_show(da, "mmsas")["mmsas"]) == 1

@@ -113,6 +113,8 @@ class EngineConfig:
     state_dir: Path = Path("/var/lib/ipsecd")  # outbound sequence-number reservations
     oakley_log: Path | None = None  # the Oakley log when ikelogging is on (default /var/log/ipsecd)
     event_log: Path | None = None  # JSON-lines event log; None: none
+    dpd_interval: float = 30.0  # seconds of silence before a dead peer probe (IKEv1 DPD, IKEv2 liveness)
+    dpd_retries: int = 5  # unanswered IKEv1 DPD probes before the peer is declared dead
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -422,6 +424,8 @@ class Engine:
             for spi in soft_spis:  # SA soft expiry from the data path: rekey (after the loop)
                 assert self.ike is not None
                 self.ike.soft_expired(spi)
+            if self.ike is not None:
+                self.ike.tick()
             self.seqs.update(outbound)
             self.monitor.set_mm_gauge("active_acquire", len(self.router.pending))
         finally:
@@ -607,8 +611,11 @@ class Engine:
             oakley=oakley,
             events=events,
             mark=nft.BYPASS_MARK,
+            dpd_interval=self.cfg.dpd_interval,
+            dpd_retries=self.cfg.dpd_retries,
         )
         self.ike.set_policy(loaded.store, loaded.compiled)
+        self.monitor.on_delete = self.ike.delete
         try:
             self.ike.start(loop)
         except OSError as exc:

@@ -65,6 +65,7 @@ class _Child:
     inbound_spi: int
     outbound_spi: int
     filter: str
+    seen_in: int = 0  # inbound packets counted at the last tick
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class IkeManager:
         oakley: OakleyLog | None = None,
         events: EventLog | None = None,
         mark: int | None = None,
+        dpd_interval: float = 30.0,
+        dpd_retries: int = 5,
     ) -> None:
         self.sadb = sadb
         self.router = router
@@ -133,6 +136,8 @@ class IkeManager:
         self._next_id = 1
         self.dropped = 0  # datagrams no session could take (malformed, no rule)
         self.oakley_errors = 0
+        self.dpd_interval = dpd_interval  # RFC 3706 idle time before R-U-THERE (IKEv1); IKEv2 liveness
+        self.dpd_retries = dpd_retries
         self.v2 = IkeV2Side(self, clock())
 
     # --- set-up --------------------------------------------------------------------------------
@@ -169,6 +174,53 @@ class IkeManager:
                     with contextlib.suppress(Exception):
                         self._loop.remove_reader(s.fileno())
                 s.close()
+
+    # --- periodic: traffic, liveness; ipsecctl dynamic delete ---------------------------------
+
+    def tick(self) -> None:
+        """From the engine's tick: each SA pair's traffic into the monitor; inbound ESP counts as
+        liveness for IKEv1 DPD (RFC 3706 section 5.4: no probe while traffic flows)."""
+        now = self.clock()
+        for p in self.peers.values():
+            if any(self._traffic(c) for c in p.children.values()):
+                p.session.note_inbound_traffic(now)
+        for sa in self.v2.sas.values():
+            for c in sa.children.values():
+                self._traffic(c)
+
+    def _traffic(self, c: _Child) -> bool:
+        """Update the monitor's counters of one pair; True when packets came in since last time."""
+        inbound = self.sadb.states.get(c.states[0]) if c.states else None
+        outbound = self.sadb.states.get(c.states[1]) if len(c.states) > 1 else None
+        if inbound is None or outbound is None:
+            return False
+        cin, cout = inbound.transform.counters(), outbound.transform.counters()
+        self.monitor.update_qm_traffic(
+            c.qm_id,
+            bytes_in=cin.transport_bytes_received + cin.tunnel_bytes_received,
+            bytes_out=cout.transport_bytes_sent + cout.tunnel_bytes_sent,
+            packets_in=cin.packets_received,
+            packets_out=cout.packets_sent,
+        )
+        fresh = cin.packets_received != c.seen_in
+        c.seen_in = cin.packets_received
+        return fresh
+
+    def delete(self, what: str, ids: list[int]) -> None:
+        """``ipsecctl dynamic delete qmsas|mmsas``: a Quick Mode (child) SA pair is deleted with a
+        DELETE to the peer; a main mode (IKE) SA takes everything negotiated with that peer."""
+        now = self.clock()
+        wanted = set(ids)
+        for p in list(self.peers.values()):
+            if what == "qmsas":
+                for spi, c in list(p.children.items()):
+                    if c.qm_id in wanted:
+                        p.session.delete_child(spi, now)
+            elif wanted & set(p.mm_ids.values()):
+                p.session.close(now)
+            self._pump(p)
+        self.v2.delete(what, wanted)
+        self._arm()
 
     # --- shared with the IKEv2 side ------------------------------------------------------------
 
@@ -228,23 +280,36 @@ class IkeManager:
                 self.monitor.count_mm("invalid_packets")
                 continue
             peer_ip = addr[0].split("%", 1)[0]
-            if body[17] >> 4 == IKEV2_MAJOR:
-                self.v2.receive(data, local, (peer_ip, addr[1]), port)
-                v2_seen = True
-                continue
-            p = self.peers.get(peer_ip)
-            if p is None:
-                p = self._responder(peer_ip, local, now)
-                if p is None:
-                    self.dropped += 1
+            try:
+                if body[17] >> 4 == IKEV2_MAJOR:
+                    self.v2.receive(data, local, (peer_ip, addr[1]), port)
+                    v2_seen = True
                     continue
-            p.session.receive_datagram(data, (_ip(peer_ip), addr[1]), now, port)
-            touched.append(p)
+                p = self.peers.get(peer_ip)
+                if p is None:
+                    p = self._responder(peer_ip, local, now)
+                    if p is None:
+                        self.dropped += 1
+                        continue
+                p.session.receive_datagram(data, (_ip(peer_ip), addr[1]), now, port)
+                touched.append(p)
+            except (OSError, ValueError) as exc:  # never out of the reader: counted and dropped
+                self.dropped += 1
+                self.monitor.count_mm("receive_failures")
+                self.log(f"IKE: datagram from {peer_ip} dropped: {type(exc).__name__}")
         for t in {id(t): t for t in touched}.values():
             self._pump(t)
+            self._reap(t)
         if v2_seen:
             self.v2.pump()
         self._arm()
+
+    def _reap(self, p: _Peer) -> None:
+        """A session with nothing established and nothing pending (a refused or garbage first
+        message) is forgotten, so spoofed sources cannot pile up sessions."""
+        idle = not p.session.ike_sas and not p.children and p.session.get_timer() is None
+        if idle and self.peers.get(p.peer) is p:
+            del self.peers[p.peer]
 
     def _responder(self, peer_ip: str, local: str | None, now: float) -> _Peer | None:
         if self.store is None or self.compiled is None:
@@ -270,7 +335,8 @@ class IkeManager:
             mmpfs=policy.mmpfs,
             qmpermm=policy.qmpermm,
             qm_lookup=lookup,
-            dpd_interval=pick.dpd_interval,
+            dpd_interval=self.dpd_interval,
+            dpd_retries=self.dpd_retries,
         )
         session = IkeV1Session(cfg, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=now)
         p = _Peer(session, local_ip, peer_ip, pick)

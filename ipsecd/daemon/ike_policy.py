@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from ipsecd.datapath.sa import IPAddress
 from ipsecd.ikev1.qm_policy import responder_lookup
 from ipsecd.ikev1.quick_mode import Lookup, QmPolicy
-from ipsecd.ikev1.selectors import TrafficSelector
+from ipsecd.ikev1.selectors import TrafficSelector, selectors_of_filter
 from ipsecd.policy.builtin import DEFAULT_MM_METHODS, REQUEST_SECURITY
 from ipsecd.policy.classifier import CompiledPolicy
 from ipsecd.policy.model import AuthKind, AuthMethod, MmSecMethod, Policy, Rule, Store
 from ipsecd.policy.order import Direction, SpecificFilter
 
 DEFAULT_RESPONSE = "<Dynamic>"  # the default response rule's name in events and the monitor
-DPD_INTERVAL = 30.0  # seconds of silence before an R-U-THERE (RFC 3706), when the peer does DPD
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,6 @@ class RulePick:
     mm_methods: tuple[MmSecMethod, ...]
     psk: str | None = field(repr=False)
     ikeversion: int = 1
-    dpd_interval: float = DPD_INTERVAL
     default_response: bool = False
 
     @property
@@ -105,17 +103,21 @@ def responder_auth(store: Store, compiled: CompiledPolicy, peer: IPAddress) -> R
 
 def responder_lookup_for(store: Store, compiled: CompiledPolicy, pick: RulePick) -> Lookup:
     """Quick Mode responder: the specific filters decide (``qm_policy.responder_lookup``); when none
-    matches and the default response rule is active, a <Dynamic> filter for exactly the peer's IDs
+    matches (no filter at all, not a block or permit one) and the default response rule is active, a <Dynamic> filter for exactly the peer's IDs
     with the default response methods (Request Security's)."""
     base = responder_lookup(compiled.filters, store.filteractions)
     policy = store.policies.get(pick.policy)
     fa = store.filteractions.get(REQUEST_SECURITY)
     dynamic = policy is not None and policy.activatedefaultrule and fa is not None and bool(fa.qmsecmethods)
 
+    outbound = [selectors_of_filter(f) for f in compiled.filters if f.direction is Direction.OUTBOUND]
+
     def lookup(local: TrafficSelector, remote: TrafficSelector) -> QmPolicy | None:
         found = base(local, remote)
         if found is not None or not dynamic:
             return found
+        if any(fl.contains(local) and fr.contains(remote) for fl, fr in outbound):
+            return None  # a specific filter decided (block or permit): no <Dynamic> filter
         assert fa is not None
         tunnel = local.first != local.last or remote.first != remote.last
         return QmPolicy(fa.qmsecmethods, None, tunnel, local, remote)

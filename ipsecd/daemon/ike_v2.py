@@ -105,7 +105,7 @@ class IkeV2Side:
             ike_rekey_s=float(policy.mmlifetime * 60),
             child_rekey_s=float(life) * 0.9,
             rekey_margin_s=float(life) * 0.1,
-            dpd_interval_s=pick.dpd_interval,
+            dpd_interval_s=self.mgr.dpd_interval,
         )
 
     def _config_for(self, local: tuple[str, int], remote: tuple[str, int]) -> SessionConfig | None:
@@ -201,6 +201,20 @@ class IkeV2Side:
                     self.pump()
                     return True
         return False
+
+    def delete(self, what: str, ids: set[int]) -> None:
+        for s in list(self.dispatcher.sessions):
+            sa = self.sas.get(id(s))
+            if sa is None:
+                continue
+            if what == "qmsas":
+                for spi, c in list(sa.children.items()):
+                    if c.qm_id in ids:
+                        s.delete_child(spi)
+            elif sa.mm_id in ids:
+                s.close()
+            s.poll(self.mgr.clock())
+        self.pump()
 
     def close(self) -> None:
         for s in list(self.dispatcher.sessions):
