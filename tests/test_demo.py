@@ -117,6 +117,8 @@ def test_demo_ike_on_demand(tmp_path: Path, version: int) -> None:
     spis_in = re.findall(r"^ Inbound SPI\s+: (0x[0-9a-f]+)$", text, re.M)
     spis_out = re.findall(r"^ Outbound SPI\s+: (0x[0-9a-f]+)$", text, re.M)
     assert len(spis_in) == 2 and spis_in == spis_out[::-1], (spis_in, spis_out)
+    traffic = re.findall(r"^ Bytes In/Out\s+: (\d+)/(\d+)$", text, re.M)
+    assert len(traffic) == 2 and all(int(i) > 0 and int(o) > 0 for i, o in traffic), traffic
     established = "Main Mode SA established" if version == 1 else "IKE SA established"
     assert text.count(established) == 2 and text.count("Quick Mode SA established") == 2
     assert text.count('"name":"QUICK_MODE_SA_ESTABLISHED"') == 2
