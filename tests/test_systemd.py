@@ -18,7 +18,7 @@ from ipsecd.daemon import notify
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "ipsecd.service"
 LOGROTATE = ROOT / "config" / "logrotate.d" / "ipsecd"
-EXEC_START = "ExecStart=/usr/local/bin/ipsecd --config /etc/ipsecd"
+EXEC_START = "ExecStart=/usr/local/bin/ipsecd --config /etc/ipsecd --event-log /var/log/ipsecd/events.log"
 
 
 def _tool(name: str) -> str:
@@ -64,7 +64,8 @@ def _runnable_copy() -> str:
     """verify insists that ExecStart's binary exists: point it at this checkout's module."""
     text = UNIT.read_text()
     assert EXEC_START in text
-    return text.replace(EXEC_START, f"ExecStart={sys.executable} -m ipsecd.daemon.main --config /etc/ipsecd")
+    args = EXEC_START.split(" ", 1)[1]
+    return text.replace(EXEC_START, f"ExecStart={sys.executable} -m ipsecd.daemon.main {args}")
 
 
 def test_unit_verifies(tmp_path: Path) -> None:
@@ -85,7 +86,9 @@ def test_verify_catches_broken_units(tmp_path: Path) -> None:
 def test_unit_contents() -> None:
     e = _unit_entries(UNIT.read_text())
     assert e["Type"] == ["notify"]
-    assert e["ExecStart"] == ["/usr/local/bin/ipsecd --config /etc/ipsecd"]
+    assert e["ExecStart"] == [
+        "/usr/local/bin/ipsecd --config /etc/ipsecd --event-log /var/log/ipsecd/events.log"
+    ]
     assert e["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert e["RuntimeDirectory"] == ["ipsecd"]
     assert e["LogsDirectory"] == ["ipsecd"]

@@ -35,13 +35,14 @@ from typing import Any
 from ipsecd.daemon import notify
 from ipsecd.daemon import signals as daemon_signals
 from ipsecd.daemon.control import DEFAULT_SOCKET_PATH, ControlServer
+from ipsecd.daemon.ike import IkeManager
 from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
 from ipsecd.daemon.seqstore import SeqStore
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
 from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
-from ipsecd.datapath.sa import Protocol
+from ipsecd.datapath.sa import EventKind, Protocol
 from ipsecd.datapath.sadb import (
     ManualState,
     PolicyAction,
@@ -56,6 +57,8 @@ from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMoni
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
+from ipsecd.log.oakley import DEFAULT_OAKLEY_PATH, OakleyLog
+from ipsecd.log.sinks import EventLog, JsonLinesSink
 from ipsecd.policy.classifier import CompiledPolicy, compile_store
 from ipsecd.policy.issues import StoreError
 from ipsecd.policy.model import Action, Store
@@ -108,6 +111,10 @@ class EngineConfig:
     backend: str = "auto"
     soft_timeout: float = 3.0
     state_dir: Path = Path("/var/lib/ipsecd")  # outbound sequence-number reservations
+    oakley_log: Path | None = None  # the Oakley log when ikelogging is on (default /var/log/ipsecd)
+    event_log: Path | None = None  # JSON-lines event log; None: none
+    dpd_interval: float = 30.0  # seconds of silence before a dead peer probe (IKEv1 DPD, IKEv2 liveness)
+    dpd_retries: int = 5  # unanswered IKEv1 DPD probes before the peer is declared dead
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -212,6 +219,8 @@ def to_networks(loaded: Loaded) -> list[ipaddress.IPv4Network | ipaddress.IPv6Ne
 
 
 class Engine:
+    _log_files: tuple[OakleyLog | EventLog, ...] = ()  # reopened on SIGUSR1 (logrotate)
+
     def __init__(self, cfg: EngineConfig) -> None:
         self.cfg = cfg
         self.log = cfg.log
@@ -242,6 +251,7 @@ class Engine:
         self._last_counters: dict[int, Counters] = {}
         self._monitor: ChangeMonitor | None = None
         self._recompile: asyncio.TimerHandle | None = None
+        self.ike: IkeManager | None = None
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -358,6 +368,10 @@ class Engine:
             pkts = self.router.udp_to_packets([(d.data, d.peer, d.local) for d in got])
             if pkts:
                 self._deliver(self.router.inbound(pkts, self.now()))
+            inbox = self.router.ike_inbox
+            if inbox and self.ike is not None:
+                self.ike.receive(list(inbox), 4500)  # RFC 3948 non-ESP marker: IKE on 4500
+            inbox.clear()
 
     def _deliver(self, pkts: list[bytes]) -> None:
         if pkts and self.tun is not None:
@@ -387,10 +401,13 @@ class Engine:
         try:
             self._send(self.router.tick(now))
             outbound = []
+            soft_spis: list[int] = []
             seen: dict[int, Counters] = {}
             for sa in self.sadb.states.values():
                 sa.transform.tick(now)
-                sa.transform.drain_events()
+                for sa_event in sa.transform.drain_events():
+                    if self.ike is not None and sa_event.kind is EventKind.SOFT_EXPIRED:
+                        soft_spis.append(sa_event.spi)
                 if sa.direction == SaDirection.OUTBOUND:
                     outbound.append(sa)
                 # Quick mode statistics of `ipsecctl dynamic show stats`: counter deltas.
@@ -404,6 +421,11 @@ class Engine:
                 elif before is None:
                     self.monitor.add_datapath_counters(counters)
             self._last_counters = seen
+            for spi in soft_spis:  # SA soft expiry from the data path: rekey (after the loop)
+                assert self.ike is not None
+                self.ike.soft_expired(spi)
+            if self.ike is not None:
+                self.ike.tick()
             self.seqs.update(outbound)
             self.monitor.set_mm_gauge("active_acquire", len(self.router.pending))
         finally:
@@ -440,6 +462,7 @@ class Engine:
                 for a in (r.soft.values() if r else [])
             ],
             "sockets": {k: v.stats.__dict__ for k, v in self.sockets.items()},
+            "ike": self.ike.status() if self.ike is not None else None,
         }
 
     def reload(self) -> bool:
@@ -480,6 +503,8 @@ class Engine:
         self.loaded = loaded
         self._config_states, self._config_policies = loaded.states, loaded.policies
         self.monitor.set_policy(loaded.store, loaded.compiled)
+        if self.ike is not None:
+            self.ike.set_policy(loaded.store, loaded.compiled)
         if self.router is None:
             self.router = self._make_router(loaded)
         else:  # keep queues, pending acquires, soft associations and counters
@@ -534,6 +559,7 @@ class Engine:
                 loop.add_reader(self.sockets[name].fileno(), cb, name)
             elif name.startswith("udp"):
                 loop.add_reader(self.sockets[name].fileno(), self._on_udp, name)
+        self._start_ike(loop, loaded)
         loop.call_later(TICK, self._tick)
         self._monitor = ChangeMonitor(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
         loop.add_reader(self._monitor.fileno(), self._on_netlink)
@@ -544,7 +570,9 @@ class Engine:
             assert self._stop is not None
             self._stop.set()
 
-        uninstall = daemon_signals.install(loop, reload=self._reload_signal, reopen=lambda: None, stop=stop)
+        uninstall = daemon_signals.install(
+            loop, reload=self._reload_signal, reopen=self._reopen_logs, stop=stop
+        )
         self.log(
             f"ready: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters, "
             f"{len(self.sadb.states)} SAs, {len(self.sadb.policies)} manual policies, tun {self.tun.name}, "
@@ -559,6 +587,44 @@ class Engine:
             await self.shutdown()
         self.log(f"stopped by {stop_signal[0].name if stop_signal else 'request'}")
         return 0
+
+    def _reopen_logs(self) -> None:
+        """SIGUSR1, logrotate's postrotate: new files at the log paths (the old ones were renamed)."""
+        for f in self._log_files:
+            f.reopen()
+        self.log("log files reopened")
+
+    def _start_ike(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> None:
+        """The IKE side (``ipsecd.daemon.ike``): UDP 500, and IKE from the 4500 socket."""
+        assert self.router is not None
+        oakley = OakleyLog(self.cfg.oakley_log or DEFAULT_OAKLEY_PATH)
+        events = EventLog([JsonLinesSink(self.cfg.event_log)]) if self.cfg.event_log else None
+        self._log_files = (oakley, events) if events else (oakley,)
+        self.ike = IkeManager(
+            self.sadb,
+            self.router,
+            self.monitor,
+            clock=self.now,
+            send_natt=self._send_natt,
+            flush=lambda: self._send(self.router.tick(self.now())) if self.router else None,
+            log=self.log,
+            oakley=oakley,
+            events=events,
+            mark=nft.BYPASS_MARK,
+            dpd_interval=self.cfg.dpd_interval,
+            dpd_retries=self.cfg.dpd_retries,
+        )
+        self.ike.set_policy(loaded.store, loaded.compiled)
+        self.monitor.on_delete = self.ike.delete
+        try:
+            self.ike.start(loop)
+        except OSError as exc:
+            raise EngineError(f"cannot open the IKE socket (UDP 500): {exc}") from None
+
+    def _send_natt(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
+        sock = self.sockets.get("udp6" if ":" in addr[0] else "udp4")
+        if sock is not None:
+            sock.send(data, addr, source)
 
     def _on_netlink(self) -> None:
         """Addresses changed: "me" means something else now; recompile (debounced)."""
@@ -602,6 +668,9 @@ class Engine:
                 self._monitor.close()
             if self._recompile is not None:
                 self._recompile.cancel()
+        if self.ike is not None:
+            with contextlib.suppress(Exception):
+                self.ike.close()
         if self.control is not None:
             await self.control.close()
         self._close_sockets()
