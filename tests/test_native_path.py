@@ -394,8 +394,11 @@ def test_c_level_validation_errors_never_show_keys() -> None:
     os.environ.get("IPSECD_REQUIRE_NATIVE") != "1", reason="set IPSECD_REQUIRE_NATIVE=1 to require the module"
 )
 def test_native_module_required() -> None:
-    """CI can set IPSECD_REQUIRE_NATIVE=1 so a failed build (setup.py marks it optional) fails loudly."""
+    """CI can set IPSECD_REQUIRE_NATIVE=1 so a failed build of either extension (setup.py marks both optional) fails loudly."""
     assert AVAILABLE, UNAVAILABLE_REASON
+    from ipsecd.datapath import fastpath
+
+    assert fastpath.AVAILABLE, fastpath.UNAVAILABLE_REASON or "the fast-path extension is not built"
 
 
 @needs_native

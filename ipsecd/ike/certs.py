@@ -469,10 +469,17 @@ def check_identity(cert: x509.Certificate, id_type: int, id_data: bytes) -> str:
         # Compared as DER octets against the subject exactly as the certificate encodes it (peers
         # copy it from their certificate); a re-encoding of the parsed name is accepted too.
         subject = der.certificate_subject(cert.public_bytes(serialization.Encoding.DER))
-        if id_data not in (subject, cert.subject.public_bytes()):
+        if id_data not in (subject, cert.subject.public_bytes()) and not _same_dn_values(id_data, subject):
             raise IdentityError(f"ID_DER_ASN1_DN {id_data.hex()[:64]} is not the subject {dn(cert)!r}")
         return dn(cert)
     raise IdentityError(f"ID type {t.name} cannot be matched to a certificate")
+
+
+def _same_dn_values(a: bytes, b: bytes) -> bool:
+    try:
+        return der.name_values(a) == der.name_values(b)
+    except der.DerError:
+        return False
 
 
 def own_identity(cred: LocalCredential) -> tuple[IdType, bytes]:

@@ -136,3 +136,23 @@ def certificate_subject(cert_der: bytes) -> bytes:
     if len(fields) < 5 or fields[4][0] != SEQUENCE:
         raise DerError("TBSCertificate without a subject")
     return fields[4][2]
+
+
+def name_values(name_der: bytes) -> list[tuple[str, str]]:
+    """(OID, text) of each attribute of a DER Name (RFC 5280 section 4.1.2.4), string types ignored.
+
+    Peers re-encode a configured DN (PrintableString for UTF8String and the like), so identities
+    given as ID_DER_ASN1_DN are compared by these values when the octets differ.
+    """
+    out: list[tuple[str, str]] = []
+    for rtag, rdn, _ in children(read_one(name_der, 0x30)):
+        if rtag != 0x31:
+            raise DerError("DN: RDN is not a SET")
+        for atag, atv, _ in children(rdn):
+            parts = children(atv)
+            if atag != 0x30 or len(parts) != 2 or parts[0][0] != 0x06:
+                raise DerError("DN: malformed attribute")
+            out.append((decode_oid(parts[0][1]), parts[1][1].decode("utf-8", "replace")))
+            if len(out) > 64:
+                raise DerError("DN: too many attributes")
+    return out

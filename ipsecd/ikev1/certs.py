@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,8 +20,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509 import verification
 
+from ipsecd.ike import certs as ike_certs
+from ipsecd.ike import der
 from ipsecd.ike.constants import CertEncoding, IdType
 from ipsecd.ike.signatures import SignatureError, rsa_pkcs1_raw_sign
 from ipsecd.ikev1.payloads import CertPayload, CertReqPayload, IdPayload
@@ -87,142 +87,40 @@ def rsa_verify_raw(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool
     return hmac.compare_digest(got, data)
 
 
-def _parse(payloads: Sequence[CertPayload]) -> list[x509.Certificate]:
-    certs: list[x509.Certificate] = []
-    for p in payloads:
-        if p.encoding != CertEncoding.X509_SIGNATURE:
-            continue  # RFC 2408 section 3.9: other encodings are not ours to use
-        try:
-            certs.append(x509.load_der_x509_certificate(p.data))
-        except ValueError as e:
-            raise CertError(f"certificate does not parse: {e}") from None
-    if not certs:
-        raise CertError("no X.509 signature certificate")
-    return certs
-
-
-def _is_ca(c: x509.Certificate) -> bool:
-    try:
-        return bool(c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
 def verify_peer(
     payloads: Sequence[CertPayload],
     peer_id: IdPayload,
     roots: Sequence[x509.Certificate],
     now: dt.datetime,
 ) -> x509.Certificate:
-    """The peer's end-entity certificate, verified; raises CertError."""
-    certs = _parse(payloads)
-    leaf = next((c for c in certs if not _is_ca(c)), certs[0])
-    others = [c for c in certs if c is not leaf]
-    builder = (
-        verification.PolicyBuilder()
-        .store(verification.Store(list(roots)))
-        .time(now)
-        .extension_policies(
-            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
-            ee_policy=verification.ExtensionPolicy.permit_all(),
+    """The peer's end-entity certificate, verified; raises CertError.
+
+    Path validation, validity, key usage and the ID binding are ipsecd.ike.certs' (one RFC 5280
+    subset for IKEv1 and IKEv2); IKEv1 Main Mode signatures here are RSA only.
+    """
+    ders = [p.data for p in payloads if p.encoding == CertEncoding.X509_SIGNATURE]
+    if not ders:
+        raise CertError("no X.509 signature certificate")
+    try:
+        got = ike_certs.verify_peer(
+            ders, ike_certs.TrustAnchors(tuple(roots)), now, int(peer_id.id_type), peer_id.data
         )
-    )
-    try:
-        builder.build_client_verifier().verify(leaf, others)
-    except (verification.VerificationError, ValueError) as e:
+    except ike_certs.IdentityError as e:
+        raise CertError(f"ID payload does not match the certificate: {e}") from None
+    except ike_certs.TrustError as e:
         raise CertError(f"certificate chain does not verify: {e}") from None
-    # The verifier checked the chain's validity periods at ``now``; the leaf again, explicitly.
-    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-        raise CertError("certificate outside its validity period")
-    try:
-        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not (ku.digital_signature or ku.content_commitment):
-            raise CertError("certificate key usage does not allow signatures")
-    except x509.ExtensionNotFound:
-        pass  # RFC 5280 section 4.2.1.3: without the extension, any use is allowed
+    leaf = got.chain.leaf
     if not isinstance(leaf.public_key(), rsa.RSAPublicKey):
         raise CertError("certificate key is not RSA")
-    if not _binds(leaf, peer_id):
-        raise CertError("ID payload does not match the certificate")
     return leaf
 
 
-def _binds(cert: x509.Certificate, p: IdPayload) -> bool:
-    """RFC 2407 section 4.6.2 identities against the certificate (RFC 4945 section 3.1 practice)."""
-    if p.id_type == IdType.ID_DER_ASN1_DN:
-        # Peers re-encode a configured DN (PrintableString for UTF8String...): compare the values.
-        if p.data == cert.subject.public_bytes():
-            return True
-        try:
-            return dn_values(p.data) == [(a.oid.dotted_string, str(a.value)) for a in cert.subject]
-        except CertError:
-            return False
+def dn_values(name_der: bytes) -> list[tuple[str, str]]:
+    """(OID, text) of each attribute of a DER Name; raises CertError when malformed."""
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    if p.id_type in (IdType.ID_IPV4_ADDR, IdType.ID_IPV6_ADDR):
-        return ipaddress.ip_address(p.data) in san.get_values_for_type(x509.IPAddress)
-    text = p.data.decode("ascii", "replace").lower()
-    if p.id_type == IdType.ID_FQDN:
-        return text in [n.lower() for n in san.get_values_for_type(x509.DNSName)]
-    if p.id_type == IdType.ID_USER_FQDN:
-        return text in [n.lower() for n in san.get_values_for_type(x509.RFC822Name)]
-    return False
-
-
-def _der_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    """One DER TLV at ``pos``: (tag, value, next position); raises CertError when malformed."""
-    if pos + 2 > len(data):
-        raise CertError("DER: truncated")
-    tag, n = data[pos], data[pos + 1]
-    pos += 2
-    if n & 0x80:
-        k = n & 0x7F
-        if not 1 <= k <= 3 or pos + k > len(data):
-            raise CertError("DER: bad length")
-        n = int.from_bytes(data[pos : pos + k], "big")
-        pos += k
-    if pos + n > len(data):
-        raise CertError("DER: truncated value")
-    return tag, data[pos : pos + n], pos + n
-
-
-def _oid_text(b: bytes) -> str:
-    if not b:
-        raise CertError("DER: empty OID")
-    parts = [b[0] // 40, b[0] % 40] if b[0] < 80 else [2, b[0] - 80]
-    v = 0
-    for byte in b[1:]:
-        v = (v << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            parts.append(v)
-            v = 0
-    return ".".join(map(str, parts))
-
-
-def dn_values(der: bytes) -> list[tuple[str, str]]:
-    """(OID, text) of each attribute of a DER Name (RFC 5280 section 4.1.2.4), string types ignored."""
-    tag, body, end = _der_tlv(der, 0)
-    if tag != 0x30 or end != len(der):
-        raise CertError("DN is not one DER SEQUENCE")
-    out: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(body):
-        tag, rdn, pos = _der_tlv(body, pos)
-        if tag != 0x31:
-            raise CertError("DN: RDN is not a SET")
-        rpos = 0
-        while rpos < len(rdn):
-            tag, atv, rpos = _der_tlv(rdn, rpos)
-            otag, oid, vpos = _der_tlv(atv, 0)
-            _, value, vend = _der_tlv(atv, vpos)
-            if tag != 0x30 or otag != 0x06 or vend != len(atv):
-                raise CertError("DN: malformed attribute")
-            out.append((_oid_text(oid), value.decode("utf-8", "replace")))
-        if len(out) > 64:
-            raise CertError("DN: too many attributes")
-    return out
+        return der.name_values(name_der)
+    except der.DerError as e:
+        raise CertError(f"DN: {e}") from None
 
 
 def subject_text(cert: x509.Certificate) -> str:
