@@ -139,12 +139,21 @@ def test_kilobyte_soft_expiry_rekeys_under_traffic(lab: Lab) -> None:
     assert p.a.ping(B4, count=1, wait=5).received == 1
     first = {s["spi"] for s in da.status()["states"]}
     tcp_echo(p.a, p.b, B4, size=24_000_000)
-    wait_until(lambda: len(da.status()["states"]) == 2 and len(db.status()["states"]) == 2, 10)
-    now = {s["spi"] for s in da.status()["states"]}
-    assert not now & first, (first, now)  # both directions replaced
+
+    # Both ends may pass their soft limit and rekey at once (b's outbound SA carries the echo):
+    # then two new pairs exist, as with strongSwan's IKEv1; the old pair must be gone either way.
+    def replaced() -> bool:
+        now = {s["spi"] for s in da.status()["states"]}
+        return bool(now) and not now & first and len(db.status()["states"]) == len(now)
+
+    wait_until(replaced, 10, what="the old SA pair replaced on both hosts")
+    assert len(da.status()["states"]) in (2, 4)
     stats = _show(da, "stats")["stats"]
-    assert "Quick Mode SA deleted" in oak_a.read_text() and "reason=rekeyed" in oak_a.read_text()
-    assert stats["quick_mode"]["rekeys"] >= 1 and stats["quick_mode"]["active_sa"] == 1, stats
+    stats_b = _show(db, "stats")["stats"]
+    assert "Quick Mode SA deleted" in oak_a.read_text()
+    # The host whose rekey replaced the pair counts it (a, whose outbound SA fills first, as a rule).
+    assert stats["quick_mode"]["rekeys"] + stats_b["quick_mode"]["rekeys"] >= 1, (stats, stats_b)
+    assert stats["quick_mode"]["active_sa"] in (1, 2), stats
     assert stats["main_mode"]["oakley_quick_mode"] >= 2, stats
     assert p.b.ping(A4, count=2, interval=0.1).received == 2
 
