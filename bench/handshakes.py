@@ -27,10 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests import netns, strongswan
 from tests.engine_helpers import A4, B4, INNER_B, start_daemon
-from tests.ikev2_driver import Driver, RunResult, initiator_config
+from tests.ikev2_driver import A_NET, B_NET, PSK, Driver, RunResult, initiator_config, responder_store
 
-PSK = "handshake-bench-psk"
-A_NET, B_NET = "10.1.0.0/24", "10.2.0.0/24"
 SUITES = [
     # (charon / initiator IKE proposal, ipsecd mmsecmethod)
     ("aes128-sha256-x25519", "AES128-SHA256-31"),
@@ -42,46 +40,6 @@ CHARON_OPTIONS = """  dos_protection = no
   init_limit_half_open = 0
   threads = 32
   install_routes = no"""
-
-
-def responder_store(mm: str, cookie_note: str = "") -> str:
-    """b's store: one tunnel rule towards a (ikeversion 2, PSK), the mirror of a's selectors."""
-    return f"""[daemon]
-assigned_policy = "p"
-[[filterlist]]
-name = "to a"
-  [[filterlist.filter]]
-  srcaddr = "{B_NET}"
-  dstaddr = "{A_NET}"
-  mirrored = false
-[[filterlist]]
-name = "from a"
-  [[filterlist.filter]]
-  srcaddr = "{A_NET}"
-  dstaddr = "{B_NET}"
-  mirrored = false
-[[filteraction]]
-name = "sec"
-action = "negotiate"
-qmsecmethods = ["ESP[AESGCM128]"]
-[[policy]]
-name = "p"
-mmsecmethods = ["{mm}"]
-  [[policy.rule]]
-  name = "to a"
-  filterlist = "to a"
-  filteraction = "sec"
-  tunnel = "{A4}"
-  ikeversion = 2
-  auth = [{{ method = "psk", psk = "{PSK}" }}]
-  [[policy.rule]]
-  name = "from a"
-  filterlist = "from a"
-  filteraction = "sec"
-  tunnel = "{B4}"
-  ikeversion = 2
-  auth = [{{ method = "psk", psk = "{PSK}" }}]
-"""
 
 
 def charon_conf(ike: str) -> str:

@@ -18,14 +18,58 @@ import socket
 import time
 from dataclasses import dataclass
 
+from ipsecd.ike.buffers import CodecError
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev2 import events as v2
-from ipsecd.ike.buffers import CodecError
 from ipsecd.ikev2 import message
 from ipsecd.ikev2.constants import NON_ESP_MARKER, ExchangeType, NotifyType
 from ipsecd.ikev2.payloads import Identity, NotifyPayload, TrafficSelector
 from ipsecd.ikev2.proposals import parse_esp, parse_ike
 from ipsecd.ikev2.session import Session, SessionConfig
+from tests.engine_helpers import A4, B4
+
+PSK = "handshake-bench-psk"
+A_NET, B_NET = "10.1.0.0/24", "10.2.0.0/24"
+
+
+def responder_store(mm: str) -> str:
+    """b's store: one tunnel rule towards a (ikeversion 2, PSK), the mirror of a's selectors."""
+    return f"""[daemon]
+assigned_policy = "p"
+[[filterlist]]
+name = "to a"
+  [[filterlist.filter]]
+  srcaddr = "{B_NET}"
+  dstaddr = "{A_NET}"
+  mirrored = false
+[[filterlist]]
+name = "from a"
+  [[filterlist.filter]]
+  srcaddr = "{A_NET}"
+  dstaddr = "{B_NET}"
+  mirrored = false
+[[filteraction]]
+name = "sec"
+action = "negotiate"
+qmsecmethods = ["ESP[AESGCM128]"]
+[[policy]]
+name = "p"
+mmsecmethods = ["{mm}"]
+  [[policy.rule]]
+  name = "to a"
+  filterlist = "to a"
+  filteraction = "sec"
+  tunnel = "{A4}"
+  ikeversion = 2
+  auth = [{{ method = "psk", psk = "{PSK}" }}]
+  [[policy.rule]]
+  name = "from a"
+  filterlist = "from a"
+  filteraction = "sec"
+  tunnel = "{B4}"
+  ikeversion = 2
+  auth = [{{ method = "psk", psk = "{PSK}" }}]
+"""
 
 
 def initiator_config(local: str, ike: str, esp: str, psk: bytes, lts: str, rts: str) -> SessionConfig:
@@ -53,7 +97,7 @@ class RunResult:
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def _is_cookie_reply(raw: bytes) -> bool:
+def is_cookie_reply(raw: bytes) -> bool:
     try:
         msg = message.decode(raw)
     except CodecError:
@@ -128,7 +172,7 @@ class Driver:
                     s = flight.get(spi)
                     if s is None:
                         continue
-                    if len(raw) < 100 and _is_cookie_reply(raw):
+                    if len(raw) < 100 and is_cookie_reply(raw):
                         cookies += 1
                     s.receive_datagram(data, addr, now)
                     touched.add(spi)
