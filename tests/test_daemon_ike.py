@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests import ikev1_pki as pki
 from tests.engine_helpers import A4, B4, MARKER, Daemon, start_daemon, tcp_echo
 from tests.netns import Lab, two_hosts, wait_until
 
@@ -225,3 +226,36 @@ def test_qmsas_traffic_and_ipsecctl_delete(lab: Lab) -> None:
     [new] = _show(da, "qmsas")["qmsas"]
     assert new["inbound_spi"] != old["inbound_spi"]
     assert len(_show(da, "mmsas")["mmsas"]) == 1
+
+
+def test_two_daemons_certificates(lab: Lab) -> None:
+    """Rules with only a ``cert`` method: Main Mode with RSA signatures (RFC 2409 section 5.1), the
+    peer's certificate checked against the rule's root and its IP subjectAltName."""
+    ca = pki.root("Daemon Test Root")
+    files: dict[str, Path] = {"ca": lab.scratch("ca.pem")}
+    files["ca"].write_bytes(ca.cert_pem())
+    for host, addr in (("a", A4), ("b", B4)):
+        issued = pki.leaf(ca, f"host {host}", ip=addr)
+        files[f"{host}.crt"] = lab.scratch(f"{host}.crt")
+        files[f"{host}.crt"].write_bytes(issued.cert_pem())
+        files[f"{host}.key"] = lab.scratch(f"{host}.key")
+        files[f"{host}.key"].write_bytes(issued.key_pem())
+        files[f"{host}.key"].chmod(0o600)
+
+    def store(host: str, peer: str) -> str:
+        auth = (
+            f'{{ method = "cert", rootca = "{files["ca"]}", cert = "{files[host + ".crt"]}", '
+            f'key = "{files[host + ".key"]}" }}'
+        )
+        return psk_store(peer).replace(f'{{ method = "psk", psk = "{PSK}" }}', auth)
+
+    p = two_hosts(lab)
+    da, oak_a = _daemon(lab, p.a, store("a", B4))
+    db, _ = _daemon(lab, p.b, store("b", A4))
+    first = p.a.ping(B4, count=1, wait=5)
+    assert first.received == 1, first.output + da.proc.output() + db.proc.output()
+    assert p.b.ping(A4, count=2, interval=0.1).received == 2
+    for d, peer_cn in ((da, "host b"), (db, "host a")):
+        [mm] = _show(d, "mmsas")["mmsas"]
+        assert mm["auth_method"] == "cert" and peer_cn in mm["peer_identity"], mm
+    assert "Main Mode SA established" in oak_a.read_text()

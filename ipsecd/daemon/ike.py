@@ -20,14 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
 from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
 from ipsecd.daemon.router import Acquire, Router
 from ipsecd.datapath.sa import Mode, SAParams
 from ipsecd.datapath.sadb import ManualState, SADatabase, SadbError
+from ipsecd.ike.certs import load_certificates, load_local_credential
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev1 import events as v1
+from ipsecd.ikev1.certs import CertCredentials
 from ipsecd.ikev1.quick_mode import QmPolicy
 from ipsecd.ikev1.selectors import TrafficSelector
 from ipsecd.ikev1.session import IkeV1Session, SessionConfig
@@ -304,6 +308,17 @@ class IkeManager:
             self.v2.pump()
         self._arm()
 
+    def _credentials(self, pick: RulePick) -> CertCredentials:
+        """The rule's ``cert`` method as IKEv1 RSA-signature credentials (docs/certificates.md);
+        CertError/OSError/ValueError when the files do not load (the caller fails the negotiation)."""
+        m = pick.cert
+        assert m is not None and m.cert and m.key and m.rootca
+        local = load_local_credential(m.cert, m.key)
+        if not isinstance(local.key, rsa.RSAPrivateKey):
+            raise ValueError("IKEv1 certificate authentication needs an RSA key")
+        roots = load_certificates(m.rootca)
+        return CertCredentials(local.cert, local.key, roots, _now_wall, local.chain)
+
     def _reap(self, p: _Peer) -> None:
         """A session with nothing established and nothing pending (a refused or garbage first
         message) is forgotten, so spoofed sources cannot pile up sessions."""
@@ -315,7 +330,7 @@ class IkeManager:
         if self.store is None or self.compiled is None:
             return None
         pick = responder_auth(self.store, self.compiled, ipaddress.ip_address(peer_ip))
-        if pick is None or pick.psk is None:
+        if pick is None or not pick.usable:
             self._oakley("Main Mode refused: no rule authenticates this peer", peer=peer_ip)
             self.monitor.count_mm("negotiation_failures")
             return None
@@ -326,6 +341,7 @@ class IkeManager:
     def _new_peer(self, peer_ip: str, local_ip: str, pick: RulePick, now: float, lookup: Any = None) -> _Peer:
         assert self.store is not None
         policy = self.store.policies[pick.policy]
+        cert = self._credentials(pick) if pick.psk is None else None
         cfg = SessionConfig(
             local=(_ip(local_ip), IKE_PORT),
             peer=(_ip(peer_ip), IKE_PORT),
@@ -337,6 +353,7 @@ class IkeManager:
             qm_lookup=lookup,
             dpd_interval=self.dpd_interval,
             dpd_retries=self.dpd_retries,
+            cert=cert,
         )
         session = IkeV1Session(cfg, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=now)
         p = _Peer(session, local_ip, peer_ip, pick)
@@ -367,7 +384,7 @@ class IkeManager:
         if p is not None and key in p.negotiating:
             return  # the router's retry while our negotiation is still running
         pick = initiator_rule(self.store, sf)
-        if pick is None or pick.psk is None:
+        if pick is None or not pick.usable:
             self._fail(peer_ip, f"{sf.policy}/{sf.rule}", "no usable authentication method", None)
             return
         if pick.ikeversion == 2:
@@ -496,8 +513,8 @@ class IkeManager:
                 peer=_ip(p.peer),
                 icookie=int.from_bytes(e.cky_i, "big"),
                 rcookie=int.from_bytes(e.cky_r, "big"),
-                auth_method="psk",
-                local_identity=p.local,
+                auth_method="psk" if p.pick.psk is not None else "cert",
+                local_identity=_local_identity(p),
                 peer_identity=e.peer_id,
                 encryption=e.encryption,
                 integrity=e.hash,
@@ -517,7 +534,7 @@ class IkeManager:
                 _ip(p.local),
                 _ip(p.peer),
                 e.peer_id,
-                "preshared",
+                "preshared" if p.pick.psk is not None else "certificate",
                 e.encryption,
                 e.hash,
                 e.group,
@@ -726,6 +743,11 @@ class IkeManager:
             },
             "dropped": self.dropped,
         }
+
+
+def _local_identity(p: _Peer) -> str:
+    cert = p.session.cfg.cert
+    return p.local if cert is None else cert.certificate.subject.rfc4514_string()
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

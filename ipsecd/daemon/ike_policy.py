@@ -31,6 +31,11 @@ class RulePick:
     psk: str | None = field(repr=False)
     ikeversion: int = 1
     default_response: bool = False
+    cert: AuthMethod | None = None  # a ``cert`` method with our certificate and key, when no PSK
+
+    @property
+    def usable(self) -> bool:
+        return self.psk is not None or self.cert is not None
 
     @property
     def label(self) -> str:
@@ -38,11 +43,23 @@ class RulePick:
 
 
 def _psk(auth: tuple[AuthMethod, ...]) -> str | None:
-    """The first pre-shared key among the rule's methods (PSK first: certificates not wired yet)."""
+    """The first pre-shared key among the rule's methods (PSK first, then certificates)."""
     for a in auth:
         if a.kind is AuthKind.PSK and a.psk:
             return a.psk
     return None
+
+
+def _cert(auth: tuple[AuthMethod, ...]) -> AuthMethod | None:
+    """The first certificate method naming our certificate and key (RSA signatures, IKEv1)."""
+    for a in auth:
+        if a.kind is AuthKind.CERT and a.cert and a.key and a.rootca:
+            return a
+    return None
+
+
+def _usable(auth: tuple[AuthMethod, ...]) -> bool:
+    return _psk(auth) is not None or _cert(auth) is not None
 
 
 def _mm(policy: Policy) -> tuple[MmSecMethod, ...]:
@@ -50,7 +67,9 @@ def _mm(policy: Policy) -> tuple[MmSecMethod, ...]:
 
 
 def _pick(policy: Policy, rule: Rule) -> RulePick:
-    return RulePick(policy.name, rule.name, rule.filteraction, _mm(policy), _psk(rule.auth), rule.ikeversion)
+    psk = _psk(rule.auth)
+    cert = None if psk is not None else _cert(rule.auth)
+    return RulePick(policy.name, rule.name, rule.filteraction, _mm(policy), psk, rule.ikeversion, cert=cert)
 
 
 def initiator_rule(store: Store, sf: SpecificFilter) -> RulePick | None:
@@ -82,21 +101,23 @@ def responder_auth(store: Store, compiled: CompiledPolicy, peer: IPAddress) -> R
         return None
     active = [r for r in policy.rules if r.active]
     for rule in active:
-        if rule.tunnel is not None and rule.tunnel == peer and _psk(rule.auth):
+        if rule.tunnel is not None and rule.tunnel == peer and _usable(rule.auth):
             return _pick(policy, rule)
     for rule in active:
-        if rule.tunnel is not None or not _psk(rule.auth):
+        if rule.tunnel is not None or not _usable(rule.auth):
             continue
         if any(f.rule == rule.name and f.tunnel is None and _covers(f, peer) for f in compiled.filters):
             return _pick(policy, rule)
-    if policy.activatedefaultrule and _psk(policy.default_rule_auth):
+    if policy.activatedefaultrule and _usable(policy.default_rule_auth):
+        psk = _psk(policy.default_rule_auth)
         return RulePick(
             policy.name,
             DEFAULT_RESPONSE,
             REQUEST_SECURITY,
             _mm(policy),
-            _psk(policy.default_rule_auth),
+            psk,
             default_response=True,
+            cert=None if psk is not None else _cert(policy.default_rule_auth),
         )
     return None
 
