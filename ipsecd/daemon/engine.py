@@ -115,6 +115,7 @@ class EngineConfig:
     event_log: Path | None = None  # JSON-lines event log; None: none
     dpd_interval: float = 30.0  # seconds of silence before a dead peer probe (IKEv1 DPD, IKEv2 liveness)
     dpd_retries: int = 5  # unanswered IKEv1 DPD probes before the peer is declared dead
+    ike_cookie_threshold: int = 10  # half-open IKEv2 SAs before IKE_SA_INIT needs a COOKIE (RFC 7296 2.6)
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -463,6 +464,20 @@ class Engine:
             ],
             "sockets": {k: v.stats.__dict__ for k, v in self.sockets.items()},
             "ike": self.ike.status() if self.ike is not None else None,
+            "ikev2": self._ikev2_status(),
+        }
+
+    def _ikev2_status(self) -> dict[str, Any] | None:
+        """The IKEv2 dispatcher: sessions, half-open ones, and its counters (COOKIEs sent, ...)."""
+        if self.ike is None:
+            return None
+        d = self.ike.v2.dispatcher
+        return {
+            "sessions": len(d.sessions),
+            "half_open": d.half_open,
+            "cookie_threshold": d.guard.threshold,
+            "cookies_rejected": d.guard.cookies_rejected,
+            **d.counters.__dict__,
         }
 
     def reload(self) -> bool:
@@ -614,6 +629,8 @@ class Engine:
             dpd_interval=self.cfg.dpd_interval,
             dpd_retries=self.cfg.dpd_retries,
         )
+        # RFC 7296 section 2.6: above this many half-open IKE SAs, answer with a COOKIE and keep nothing.
+        self.ike.v2.dispatcher.guard.threshold = self.cfg.ike_cookie_threshold
         self.ike.set_policy(loaded.store, loaded.compiled)
         self.monitor.on_delete = self.ike.delete
         try:

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="unanswered IKEv1 DPD probes before the peer is declared dead (default 5)",
     )
+    parser.add_argument(
+        "--ike-cookie-threshold",
+        metavar="N",
+        type=int,
+        default=10,
+        help="half-open IKEv2 SAs above which IKE_SA_INIT must carry a COOKIE (RFC 7296 2.6; default 10)",
+    )
     parser.add_argument("--event-log", metavar="PATH", default=None, help="JSON-lines event log file")
     parser.add_argument("--version", action="version", version=f"ipsecd {__version__}")
     return parser
@@ -120,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         event_log=Path(args.event_log) if args.event_log else None,
         dpd_interval=args.dpd_interval,
         dpd_retries=args.dpd_retries,
+        ike_cookie_threshold=args.ike_cookie_threshold,
     )
     if args.control:
         cfg.control = Path(args.control)
