@@ -228,9 +228,11 @@ def test_qmsas_traffic_and_ipsecctl_delete(lab: Lab) -> None:
     assert len(_show(da, "mmsas")["mmsas"]) == 1
 
 
-def test_two_daemons_certificates(lab: Lab) -> None:
-    """Rules with only a ``cert`` method: Main Mode with RSA signatures (RFC 2409 section 5.1), the
-    peer's certificate checked against the rule's root and its IP subjectAltName."""
+@pytest.mark.parametrize("ikeversion", [1, 2], ids=["ikev1", "ikev2"])
+def test_two_daemons_certificates(lab: Lab, ikeversion: int) -> None:
+    """Rules with only a ``cert`` method: IKEv1 Main Mode with RSA signatures (RFC 2409 section
+    5.1) or IKEv2 IKE_AUTH with RFC 7427 signatures; the peer's certificate is checked against the
+    rule's root."""
     ca = pki.root("Daemon Test Root")
     files: dict[str, Path] = {"ca": lab.scratch("ca.pem")}
     files["ca"].write_bytes(ca.cert_pem())
@@ -247,7 +249,7 @@ def test_two_daemons_certificates(lab: Lab) -> None:
             f'{{ method = "cert", rootca = "{files["ca"]}", cert = "{files[host + ".crt"]}", '
             f'key = "{files[host + ".key"]}" }}'
         )
-        return psk_store(peer).replace(f'{{ method = "psk", psk = "{PSK}" }}', auth)
+        return psk_store(peer, ikeversion=ikeversion).replace(f'{{ method = "psk", psk = "{PSK}" }}', auth)
 
     p = two_hosts(lab)
     da, oak_a = _daemon(lab, p.a, store("a", B4))
@@ -258,4 +260,5 @@ def test_two_daemons_certificates(lab: Lab) -> None:
     for d, peer_cn in ((da, "host b"), (db, "host a")):
         [mm] = _show(d, "mmsas")["mmsas"]
         assert mm["auth_method"] == "cert" and peer_cn in mm["peer_identity"], mm
-    assert "Main Mode SA established" in oak_a.read_text()
+        assert mm["ike_version"] == ikeversion, mm
+    assert ("Main Mode" if ikeversion == 1 else "IKE") + " SA established" in oak_a.read_text()
