@@ -101,6 +101,9 @@ def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
     log_a = oak_a.read_text()
     assert "Acquire from driver:" in log_a and "Main Mode SA established" in log_a, log_a
     assert "Quick Mode SA established" in log_a
+    # Every message of the negotiation: Main Mode 1, 3, 5 sent and 2, 4, 6 received; Quick Mode.
+    assert log_a.count("IKEv1 Main Mode sent") == 3 and log_a.count("IKEv1 Main Mode received") == 3, log_a
+    assert log_a.count("IKEv1 Quick Mode sent") == 2 and log_a.count("IKEv1 Quick Mode received") == 1
     log_b = oak_b.read_text()
     assert "Main Mode SA established" in log_b and "role=responder" in log_b, log_b
     assert PSK not in log_a + log_b

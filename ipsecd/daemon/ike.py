@@ -46,6 +46,16 @@ IKE_PORT = 500  # RFC 2409 section 2 (UDP 500)
 NATT_PORT = 4500  # RFC 3947 section 4
 BATCH = 256
 IKEV2_MAJOR = 2  # RFC 7296 section 3.1: MjVer 2 in the high nibble of octet 17
+_EXCHANGES = {  # RFC 2408 section 3.1 / RFC 2409 (IKEv1), RFC 7296 section 3.1 (IKEv2)
+    (1, 2): "Main Mode",
+    (1, 4): "Aggressive Mode",
+    (1, 5): "Informational",
+    (1, 32): "Quick Mode",
+    (2, 34): "IKE_SA_INIT",
+    (2, 35): "IKE_AUTH",
+    (2, 36): "CREATE_CHILD_SA",
+    (2, 37): "INFORMATIONAL",
+}
 
 
 def _now_wall() -> _dt.datetime:
@@ -228,6 +238,25 @@ class IkeManager:
 
     # --- shared with the IKEv2 side ------------------------------------------------------------
 
+    def trace(self, what: str, data: bytes, peer: str, port: int) -> None:
+        """One Oakley line per IKE message (each step of a negotiation): exchange, message ID,
+        initiator cookie/SPI, length. Headers only (RFC 2408 section 3.1, RFC 7296 section 3.1)."""
+        if self.oakley is None or not self.oakley.enabled:
+            return
+        body = data[4:] if port == NATT_PORT and data[:4] == bytes(4) else data
+        if len(body) < 28:
+            return
+        version = body[17] >> 4
+        exch = _EXCHANGES.get((version, body[18]), str(body[18]))
+        self._oakley(
+            f"IKEv{version} {exch} {what}",
+            peer=f"{peer}:{port}" if what == "received" else peer,
+            port=port,
+            cookie=body[:8].hex(),
+            msgid=f"0x{int.from_bytes(body[20:24], 'big'):08x}",
+            length=len(body),
+        )
+
     def send_natt(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
         self._send_natt(data, addr, source)
 
@@ -284,6 +313,7 @@ class IkeManager:
                 self.monitor.count_mm("invalid_packets")
                 continue
             peer_ip = addr[0].split("%", 1)[0]
+            self.trace("received", data, peer_ip, port)
             try:
                 if body[17] >> 4 == IKEV2_MAJOR:
                     self.v2.receive(data, local, (peer_ip, addr[1]), port)
@@ -455,6 +485,7 @@ class IkeManager:
         now = self.clock()
         for data, (dst_ip, dst_port), lport in p.session.datagrams_to_send_from(now):
             addr = (str(dst_ip), dst_port)
+            self.trace("sent", data, addr[0], lport)
             if lport == NATT_PORT:
                 self._send_natt(data, addr, p.local)
             else:

@@ -264,6 +264,7 @@ class IkeV2Side:
         mgr = self.mgr
         now = mgr.clock()
         for data, lport, addr in self.dispatcher.datagrams_to_send(now):
+            mgr.trace("sent", data, addr[0], lport)
             if lport == NATT_PORT:
                 mgr.send_natt(data, addr, None)
             else:
