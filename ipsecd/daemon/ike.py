@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
+from ipsecd.daemon.ike_trace import end_reason, message_line
 from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
 from ipsecd.daemon.router import Acquire, Router
@@ -46,16 +47,6 @@ IKE_PORT = 500  # RFC 2409 section 2 (UDP 500)
 NATT_PORT = 4500  # RFC 3947 section 4
 BATCH = 256
 IKEV2_MAJOR = 2  # RFC 7296 section 3.1: MjVer 2 in the high nibble of octet 17
-_EXCHANGES = {  # RFC 2408 section 3.1 / RFC 2409 (IKEv1), RFC 7296 section 3.1 (IKEv2)
-    (1, 2): "Main Mode",
-    (1, 4): "Aggressive Mode",
-    (1, 5): "Informational",
-    (1, 32): "Quick Mode",
-    (2, 34): "IKE_SA_INIT",
-    (2, 35): "IKE_AUTH",
-    (2, 36): "CREATE_CHILD_SA",
-    (2, 37): "INFORMATIONAL",
-}
 
 
 def _now_wall() -> _dt.datetime:
@@ -239,23 +230,11 @@ class IkeManager:
     # --- shared with the IKEv2 side ------------------------------------------------------------
 
     def trace(self, what: str, data: bytes, peer: str, port: int) -> None:
-        """One Oakley line per IKE message (each step of a negotiation): exchange, message ID,
-        initiator cookie/SPI, length. Headers only (RFC 2408 section 3.1, RFC 7296 section 3.1)."""
-        if self.oakley is None or not self.oakley.enabled:
-            return
-        body = data[4:] if port == NATT_PORT and data[:4] == bytes(4) else data
-        if len(body) < 28:
-            return
-        version = body[17] >> 4
-        exch = _EXCHANGES.get((version, body[18]), str(body[18]))
-        self._oakley(
-            f"IKEv{version} {exch} {what}",
-            peer=f"{peer}:{port}" if what == "received" else peer,
-            port=port,
-            cookie=body[:8].hex(),
-            msgid=f"0x{int.from_bytes(body[20:24], 'big'):08x}",
-            length=len(body),
-        )
+        """One Oakley line per IKE message (each step of a negotiation), from its header."""
+        if self.oakley is not None and self.oakley.enabled:
+            line = message_line(what, data, peer, port)
+            if line is not None:
+                self._oakley(line[0], **line[1])
 
     def send_natt(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
         self._send_natt(data, addr, source)
@@ -501,12 +480,12 @@ class IkeManager:
         elif isinstance(e, v1.ChildSaEstablished):
             self._qm_up(p, e)
         elif isinstance(e, v1.ChildSaDeleted):
-            self._qm_down(p, e.inbound_spi, _end_reason(e.reason))
+            self._qm_down(p, e.inbound_spi, end_reason(e.reason))
         elif isinstance(e, v1.IkeSaDeleted):
             mm_id = p.mm_ids.pop(e.cky_i + e.cky_r, None)
             if mm_id is not None:
                 self.monitor.remove_mm_sa(mm_id)
-            self._emit(ev.MainModeSAEnded(_ip(p.local), _ip(p.peer), _end_reason(e.reason)))
+            self._emit(ev.MainModeSAEnded(_ip(p.local), _ip(p.peer), end_reason(e.reason)))
             self._oakley("Main Mode SA deleted", peer=p.peer, reason=e.reason.value)
         elif isinstance(e, v1.NegotiationFailed):
             p.negotiating.clear()
@@ -783,13 +762,3 @@ def _local_identity(p: _Peer) -> str:
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
-
-
-def _end_reason(r: v1.DeleteReason) -> ev.EndReason:
-    return {
-        v1.DeleteReason.LOCAL: ev.EndReason.DELETED_LOCALLY,
-        v1.DeleteReason.PEER: ev.EndReason.DELETED_BY_PEER,
-        v1.DeleteReason.EXPIRED: ev.EndReason.EXPIRED,
-        v1.DeleteReason.REKEYED: ev.EndReason.REKEYED,
-        v1.DeleteReason.PEER_DEAD: ev.EndReason.PEER_DEAD,
-    }[r]
