@@ -51,7 +51,9 @@ mmsecmethods = ["{mm}"]
 
 def _daemon(lab: Lab, host: Any, store: str) -> tuple[Daemon, Path]:
     oakley = lab.scratch(f"{host.name}-oakley.log")
-    d = start_daemon(lab, host, store_text=store, extra=("--oakley-log", str(oakley)))
+    events = lab.scratch(f"{host.name}-events.jsonl")
+    extra = ("--oakley-log", str(oakley), "--event-log", str(events))
+    d = start_daemon(lab, host, store_text=store, extra=extra)
     return d, oakley
 
 
@@ -107,6 +109,9 @@ def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
     log_b = oak_b.read_text()
     assert "Main Mode SA established" in log_b and "role=responder" in log_b, log_b
     assert PSK not in log_a + log_b
+    # The event log: one JSON object per line, main mode then quick mode established.
+    names = [json.loads(line)["name"] for line in lab.scratch("a-events.jsonl").read_text().splitlines()]
+    assert names[:2] == ["MAIN_MODE_SA_ESTABLISHED", "QUICK_MODE_SA_ESTABLISHED"], names
 
 
 def test_psk_mismatch_fails_and_nothing_leaves_in_clear(lab: Lab) -> None:
