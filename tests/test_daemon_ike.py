@@ -51,7 +51,9 @@ mmsecmethods = ["{mm}"]
 
 def _daemon(lab: Lab, host: Any, store: str) -> tuple[Daemon, Path]:
     oakley = lab.scratch(f"{host.name}-oakley.log")
-    d = start_daemon(lab, host, store_text=store, extra=("--oakley-log", str(oakley)))
+    events = lab.scratch(f"{host.name}-events.jsonl")
+    extra = ("--oakley-log", str(oakley), "--event-log", str(events))
+    d = start_daemon(lab, host, store_text=store, extra=extra)
     return d, oakley
 
 
@@ -101,9 +103,15 @@ def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
     log_a = oak_a.read_text()
     assert "Acquire from driver:" in log_a and "Main Mode SA established" in log_a, log_a
     assert "Quick Mode SA established" in log_a
+    # Every message of the negotiation: Main Mode 1, 3, 5 sent and 2, 4, 6 received; Quick Mode.
+    assert log_a.count("IKEv1 Main Mode sent") == 3 and log_a.count("IKEv1 Main Mode received") == 3, log_a
+    assert log_a.count("IKEv1 Quick Mode sent") == 2 and log_a.count("IKEv1 Quick Mode received") == 1
     log_b = oak_b.read_text()
     assert "Main Mode SA established" in log_b and "role=responder" in log_b, log_b
     assert PSK not in log_a + log_b
+    # The event log: one JSON object per line, main mode then quick mode established.
+    names = [json.loads(line)["name"] for line in lab.scratch("a-events.jsonl").read_text().splitlines()]
+    assert names[:2] == ["MAIN_MODE_SA_ESTABLISHED", "QUICK_MODE_SA_ESTABLISHED"], names
 
 
 def test_psk_mismatch_fails_and_nothing_leaves_in_clear(lab: Lab) -> None:
@@ -228,9 +236,11 @@ def test_qmsas_traffic_and_ipsecctl_delete(lab: Lab) -> None:
     assert len(_show(da, "mmsas")["mmsas"]) == 1
 
 
-def test_two_daemons_certificates(lab: Lab) -> None:
-    """Rules with only a ``cert`` method: Main Mode with RSA signatures (RFC 2409 section 5.1), the
-    peer's certificate checked against the rule's root and its IP subjectAltName."""
+@pytest.mark.parametrize("ikeversion", [1, 2], ids=["ikev1", "ikev2"])
+def test_two_daemons_certificates(lab: Lab, ikeversion: int) -> None:
+    """Rules with only a ``cert`` method: IKEv1 Main Mode with RSA signatures (RFC 2409 section
+    5.1) or IKEv2 IKE_AUTH with RFC 7427 signatures; the peer's certificate is checked against the
+    rule's root."""
     ca = pki.root("Daemon Test Root")
     files: dict[str, Path] = {"ca": lab.scratch("ca.pem")}
     files["ca"].write_bytes(ca.cert_pem())
@@ -247,7 +257,7 @@ def test_two_daemons_certificates(lab: Lab) -> None:
             f'{{ method = "cert", rootca = "{files["ca"]}", cert = "{files[host + ".crt"]}", '
             f'key = "{files[host + ".key"]}" }}'
         )
-        return psk_store(peer).replace(f'{{ method = "psk", psk = "{PSK}" }}', auth)
+        return psk_store(peer, ikeversion=ikeversion).replace(f'{{ method = "psk", psk = "{PSK}" }}', auth)
 
     p = two_hosts(lab)
     da, oak_a = _daemon(lab, p.a, store("a", B4))
@@ -258,4 +268,5 @@ def test_two_daemons_certificates(lab: Lab) -> None:
     for d, peer_cn in ((da, "host b"), (db, "host a")):
         [mm] = _show(d, "mmsas")["mmsas"]
         assert mm["auth_method"] == "cert" and peer_cn in mm["peer_identity"], mm
-    assert "Main Mode SA established" in oak_a.read_text()
+        assert mm["ike_version"] == ikeversion, mm
+    assert ("Main Mode" if ikeversion == 1 else "IKE") + " SA established" in oak_a.read_text()

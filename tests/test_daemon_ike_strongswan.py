@@ -135,6 +135,8 @@ def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: st
     assert len(qm_rows) == 1 and qm_rows[0]["mode"] == "tunnel", qm_rows
     log = oakley.read_text()
     assert "Quick Mode SA established" in log and "mode=tunnel" in log, log
+    first = "Main Mode" if version == 1 else "IKE_SA_INIT"
+    assert f"IKEv{version} {first} sent" in log and f"IKEv{version} {first} received" in log, log
     assert PSK not in log
 
 

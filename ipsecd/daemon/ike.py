@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
+from ipsecd.daemon.ike_trace import end_reason, message_line
 from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
 from ipsecd.daemon.router import Acquire, Router
@@ -228,6 +229,13 @@ class IkeManager:
 
     # --- shared with the IKEv2 side ------------------------------------------------------------
 
+    def trace(self, what: str, data: bytes, peer: str, port: int) -> None:
+        """One Oakley line per IKE message (each step of a negotiation), from its header."""
+        if self.oakley is not None and self.oakley.enabled:
+            line = message_line(what, data, peer, port)
+            if line is not None:
+                self._oakley(line[0], **line[1])
+
     def send_natt(self, data: bytes, addr: tuple[str, int], source: str | None) -> None:
         self._send_natt(data, addr, source)
 
@@ -284,6 +292,7 @@ class IkeManager:
                 self.monitor.count_mm("invalid_packets")
                 continue
             peer_ip = addr[0].split("%", 1)[0]
+            self.trace("received", data, peer_ip, port)
             try:
                 if body[17] >> 4 == IKEV2_MAJOR:
                     self.v2.receive(data, local, (peer_ip, addr[1]), port)
@@ -455,6 +464,7 @@ class IkeManager:
         now = self.clock()
         for data, (dst_ip, dst_port), lport in p.session.datagrams_to_send_from(now):
             addr = (str(dst_ip), dst_port)
+            self.trace("sent", data, addr[0], lport)
             if lport == NATT_PORT:
                 self._send_natt(data, addr, p.local)
             else:
@@ -470,12 +480,12 @@ class IkeManager:
         elif isinstance(e, v1.ChildSaEstablished):
             self._qm_up(p, e)
         elif isinstance(e, v1.ChildSaDeleted):
-            self._qm_down(p, e.inbound_spi, _end_reason(e.reason))
+            self._qm_down(p, e.inbound_spi, end_reason(e.reason))
         elif isinstance(e, v1.IkeSaDeleted):
             mm_id = p.mm_ids.pop(e.cky_i + e.cky_r, None)
             if mm_id is not None:
                 self.monitor.remove_mm_sa(mm_id)
-            self._emit(ev.MainModeSAEnded(_ip(p.local), _ip(p.peer), _end_reason(e.reason)))
+            self._emit(ev.MainModeSAEnded(_ip(p.local), _ip(p.peer), end_reason(e.reason)))
             self._oakley("Main Mode SA deleted", peer=p.peer, reason=e.reason.value)
         elif isinstance(e, v1.NegotiationFailed):
             p.negotiating.clear()
@@ -752,13 +762,3 @@ def _local_identity(p: _Peer) -> str:
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text)
-
-
-def _end_reason(r: v1.DeleteReason) -> ev.EndReason:
-    return {
-        v1.DeleteReason.LOCAL: ev.EndReason.DELETED_LOCALLY,
-        v1.DeleteReason.PEER: ev.EndReason.DELETED_BY_PEER,
-        v1.DeleteReason.EXPIRED: ev.EndReason.EXPIRED,
-        v1.DeleteReason.REKEYED: ev.EndReason.REKEYED,
-        v1.DeleteReason.PEER_DEAD: ev.EndReason.PEER_DEAD,
-    }[r]

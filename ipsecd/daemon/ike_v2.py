@@ -11,15 +11,21 @@ give the selectors the responder narrows to (RFC 7296 section 2.9). docs/daemon-
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from ipsecd.daemon.ike_policy import RulePick, responder_auth
 from ipsecd.daemon.monitor import MainModeSA
+from ipsecd.ike.certs import load_certificates, load_local_credential
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev2 import events as v2
+from ipsecd.ikev2.certauth import Credentials
 from ipsecd.ikev2.dispatch import Dispatcher
 from ipsecd.ikev2.payloads import Identity, TrafficSelector
 from ipsecd.ikev2.proposals import ProposalError, child_from_qm, ike_from_mm
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from ipsecd.daemon.ike import IkeManager, _Child
 
 NATT_PORT = 4500
+ID_DER_ASN1_DN = 9  # RFC 7296 section 3.5
 
 
 @dataclass
@@ -57,11 +64,35 @@ def _host_ts(addr: str, protocol: int, port: int) -> TrafficSelector:
     return TrafficSelector(a, a, protocol, lo, hi)
 
 
+def _id_text(ident: Identity) -> str:
+    """An identity for the monitor: addresses and names as text; a DER DN (RFC 7296 section 3.5
+    ID_DER_ASN1_DN) as its printable characters, as the IKEv1 side shows it."""
+    if ident.id_type == ID_DER_ASN1_DN:
+        return "".join(chr(b) if 32 <= b < 127 else "." for b in ident.data)
+    return str(ident)
+
+
+def _credentials(pick: RulePick) -> Credentials:
+    """The rule's ``cert`` method as IKEv2 credentials (RFC 7427 signatures, RSA or ECDSA)."""
+    m = pick.cert
+    assert m is not None and m.cert and m.key and m.rootca
+    local = load_local_credential(m.cert, m.key)
+    if not isinstance(local.key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError("IKEv2 certificates need an RSA or ECDSA key")
+    der = serialization.Encoding.DER
+    roots = tuple(c.public_bytes(der) for c in load_certificates(m.rootca))
+    return Credentials(local.key, local.cert.public_bytes(der), roots)
+
+
 class IkeV2Side:
     def __init__(self, mgr: IkeManager, now: float) -> None:
         self.mgr = mgr
         self.dispatcher = Dispatcher(
-            self._config_for, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=now
+            self._config_for,
+            rng=os.urandom,
+            dh=DefaultDhProvider(os.urandom),
+            now=now,
+            wall_clock=lambda: datetime.datetime.now(datetime.UTC),
         )
         self.sas: dict[int, _Sa] = {}  # by id(session)
         self._picked: _Sa | None = None  # set by _config_for for the responder being created
@@ -79,8 +110,15 @@ class IkeV2Side:
         transport: bool,
     ) -> SessionConfig | None:
         store = self.mgr.store
-        if store is None or pick.psk is None:
+        if store is None or not pick.usable:
             return None
+        creds: Credentials | None = None
+        if pick.psk is None:
+            try:
+                creds = _credentials(pick)
+            except (OSError, ValueError) as exc:
+                self.mgr.log(f"IKEv2: {pick.label}: cannot load the certificate: {exc}")
+                return None
         fa = store.filteractions.get(pick.filteraction)
         if fa is None:
             return None
@@ -96,8 +134,9 @@ class IkeV2Side:
         return SessionConfig(
             ike=ike,
             esp=esp,
-            psk=pick.psk.encode(),
-            local_id=Identity.address(local),
+            psk=(pick.psk or "").encode(),
+            local_id=Identity.address(local) if creds is None else creds.identity_dn(),
+            certs=creds,
             local_ts=local_ts,
             remote_ts=remote_ts,
             transport=transport,
@@ -225,6 +264,7 @@ class IkeV2Side:
         mgr = self.mgr
         now = mgr.clock()
         for data, lport, addr in self.dispatcher.datagrams_to_send(now):
+            mgr.trace("sent", data, addr[0], lport)
             if lport == NATT_PORT:
                 mgr.send_natt(data, addr, None)
             else:
@@ -286,9 +326,9 @@ class IkeV2Side:
                 peer=ipaddress.ip_address(sa.peer),
                 icookie=int.from_bytes(e.spi_i, "big"),
                 rcookie=int.from_bytes(e.spi_r, "big"),
-                auth_method="psk",
-                local_identity=str(e.local_id),
-                peer_identity=str(e.peer_id),
+                auth_method="psk" if sa.pick.psk is not None else "cert",
+                local_identity=_id_text(e.local_id),
+                peer_identity=_id_text(e.peer_id),
                 encryption=parts[0],
                 integrity=parts[1] if len(parts) > 1 else "",
                 dh_group=group,
@@ -307,8 +347,8 @@ class IkeV2Side:
             ev.MainModeSAEstablished(
                 ipaddress.ip_address(sa.local),
                 ipaddress.ip_address(sa.peer),
-                str(e.peer_id),
-                "preshared",
+                _id_text(e.peer_id),
+                "preshared" if sa.pick.psk is not None else "certificate",
                 parts[0],
                 parts[1] if len(parts) > 1 else "",
                 group,

@@ -15,6 +15,7 @@ out from the NAT-T port.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,8 +51,10 @@ class Dispatcher:
         natt_port: int = 4500,
         cookie_threshold: int = 10,
         max_half_open: int = 1000,
+        wall_clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         self._config_for = config_for
+        self._wall_clock = wall_clock  # certificate validity, for sessions with certificate credentials
         self._rng = rng
         self._dh = dh
         self.ike_port = ike_port
@@ -77,6 +80,7 @@ class Dispatcher:
             rng=self._rng,
             dh=self._dh,
             local_natt_port=self.natt_port,
+            wall_clock=self._wall_clock,
         )
         self._add(s)
         return s
@@ -176,6 +180,7 @@ class Dispatcher:
             rng=self._rng,
             dh=self._dh,
             local_natt_port=self.natt_port,
+            wall_clock=self._wall_clock,
         )
         self.counters.responders_created += 1
         self._add(s)
