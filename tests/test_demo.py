@@ -120,8 +120,12 @@ def test_demo_ike_on_demand(tmp_path: Path, version: int) -> None:
     traffic = re.findall(r"^ Bytes In/Out\s+: (\d+)/(\d+)$", text, re.M)
     assert len(traffic) == 2 and all(int(i) > 0 and int(o) > 0 for i, o in traffic), traffic
     established = "Main Mode SA established" if version == 1 else "IKE SA established"
-    assert text.count(established) == 2 and text.count("Quick Mode SA established") == 2
-    assert text.count('"name":"QUICK_MODE_SA_ESTABLISHED"') == 2
+    # One main mode per host; a quick mode per host, and more when the kilobyte lifetime's soft limit
+    # rekeys it during iperf3 (it does on the native backend: the rekey then shows in the logs too).
+    assert text.count(established) == 2
+    qm = text.count("Quick Mode SA established")
+    assert qm >= 2 and qm % 2 == 0, qm
+    assert text.count('"name":"QUICK_MODE_SA_ESTABLISHED"') == qm
     assert "Acquire from driver:" in text
     # The preshared key is random per run and shown nowhere.
     assert text.count('psk = "(hidden)"') == 2 and not re.search(r'psk = "(?!\(hidden\))', text)

@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token", default=None, help="hex token naming the namespaces (tools/demo passes one)"
     )
-    parser.add_argument("--log-lines", type=int, default=8)
+    parser.add_argument("--log-lines", type=int, default=40)
     parser.add_argument(
         "--without-ipsecd",
         action="store_true",
