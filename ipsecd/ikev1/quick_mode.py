@@ -66,7 +66,7 @@ from ipsecd.ikev1.payloads import (
     Payload,
 )
 from ipsecd.ikev1.sa import Attribute, SaPayload, decode_attributes
-from ipsecd.ikev1.selectors import TrafficSelector, datapath_selectors, selectors_of_filter
+from ipsecd.ikev1.selectors import IPAddress, TrafficSelector, datapath_selectors, selectors_of_filter
 from ipsecd.policy.model import FilterAction, QmSecMethod
 from ipsecd.policy.order import SpecificFilter
 
@@ -192,6 +192,13 @@ def _host_ts(addr: Address) -> TrafficSelector:
     return TrafficSelector(addr[0], addr[0])
 
 
+def _readdress(ts: TrafficSelector, addr: Address) -> TrafficSelector:
+    """A host ID moved to the address the NAT gave it (transport mode); ranges are left alone."""
+    if ts.first != ts.last or ts.version != addr[0].version:
+        return ts
+    return TrafficSelector(addr[0], addr[0], ts.protocol, ts.port)
+
+
 class QuickMode:
     """One Quick Mode exchange; ``QuickMode.initiator(...)`` or ``QuickMode.responder(...)``."""
 
@@ -230,6 +237,8 @@ class QuickMode:
         self._last_in: bytes | None = None
         self._last_out: bytes | None = None
         self._result: ChildSa | None = None
+        # RFC 3947 section 5.2: (NAT-OAi, NAT-OAr) the peer sent, in transport mode over a NAT.
+        self.original: tuple[IPAddress, IPAddress] | None = None
 
     @classmethod
     def initiator(
@@ -393,6 +402,17 @@ class QuickMode:
                 raise _Fail(f"ID payload: {e}", NotifyType.INVALID_ID_INFORMATION) from None
         else:
             local_ts, remote_ts = _host_ts(self._local), _host_ts(self._peer)
+        oas = [p for p in msg.payloads if isinstance(p, NatOaPayload)]
+        if ids and self.natt and oas:
+            if len(oas) != 2:
+                raise _Fail("Quick Mode with one NAT-OA payload", NotifyType.PAYLOAD_MALFORMED)
+            # RFC 3947 section 5.2: transport mode over a NAT. The IDs carry the original addresses
+            # (NAT-OAi, NAT-OAr); our packets carry the translated ones, which the filters, the
+            # selectors and the data path see: the addresses of the IKE exchange. Ports and
+            # protocol of the IDs stay.
+            self.original = (oas[0].address, oas[1].address)
+            remote_ts = _readdress(remote_ts, self._peer)
+            local_ts = _readdress(local_ts, self._local)
         assert self._lookup is not None
         pol = self._lookup(local_ts, remote_ts)
         if pol is None:
@@ -428,6 +448,10 @@ class QuickMode:
             rest.append(KePayload(self._dh.public_value()))
         if self._ids is not None:
             rest += self._ids
+            if self.original is not None:
+                # RFC 3947 section 5.2: the responder's NAT-OAi (the initiator as we see it) and
+                # NAT-OAr (our own address).
+                rest += [NatOaPayload(self._peer[0]), NatOaPayload(self._local[0])]
         rest += self._responder_lifetimes(pol)
         mid, ni = self.message_id, self._ni
         self.state = QmState.R_SENT_2
@@ -505,6 +529,9 @@ class QuickMode:
                 self._gqm = self._dh.shared_secret(ke.data)
             except DhError as e:
                 raise _Fail(str(e), NotifyType.INVALID_KEY_INFORMATION) from None
+        oas = [p for p in msg.payloads if isinstance(p, NatOaPayload)]
+        if self.natt and len(oas) == 2:  # RFC 3947 section 5.2: the responder's view
+            self.original = (oas[0].address, oas[1].address)
         for n in msg.payloads:
             if isinstance(n, NotifyPayload) and n.notify_type == NotifyType.RESPONDER_LIFETIME:
                 self._apply_responder_lifetime(n)
