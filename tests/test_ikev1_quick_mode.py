@@ -362,3 +362,47 @@ def test_responder_lookup_from_ordered_filters() -> None:
     w.pump()
     a, b = _children(w)
     assert a.method == ESP and b.pfs_group == 14
+
+
+def test_transport_ids_behind_a_nat_are_moved_to_the_translated_address() -> None:
+    """RFC 3947 section 5.2: in transport mode over a NAT the initiator's IDs and NAT-OA carry its
+    private address; the responder looks up, and protects, the address the NAT gave it (what its
+    packets carry after decapsulation)."""
+    from ipsecd.ikev1.quick_mode import QmPolicy
+
+    pub = ipaddress.IPv4Address("203.0.113.9")
+    seen: list[tuple[TrafficSelector, TrafficSelector]] = []
+
+    def lookup(local: TrafficSelector, remote: TrafficSelector) -> QmPolicy | None:
+        seen.append((local, remote))
+        return QmPolicy((ESP,), None, False) if remote == TrafficSelector.of(f"{pub}/32") else None
+
+    w = pair(b_peer=(pub, 500), b_qm_lookup=lookup)
+    w.a_nat = {500: (pub, 40500), 4500: (pub, 44500)}
+    mine, theirs = TrafficSelector.of("192.0.2.1/32"), TrafficSelector.of("198.51.100.2/32")
+    w.a.initiate(QmPolicy((ESP,), None, False, mine, theirs), 0.0)
+    w.pump()
+    a, b = _children(w)
+    assert seen == [(theirs, TrafficSelector.of(f"{pub}/32"))]
+    assert (a.local_ts, a.remote_ts) == (mine, theirs)
+    assert (b.local_ts, b.remote_ts) == (theirs, TrafficSelector.of(f"{pub}/32"))
+    assert a.outbound.mode == Mode.TRANSPORT and a.outbound.encap is not None
+    assert b.outbound.encap is not None and b.outbound.encap.dport == 44500
+    assert b.inbound.selectors == datapath_selectors(TrafficSelector.of(f"{pub}/32"), theirs)
+
+
+def test_transport_ids_without_a_nat_are_not_moved() -> None:
+    from ipsecd.ikev1.quick_mode import QmPolicy
+
+    seen: list[tuple[TrafficSelector, TrafficSelector]] = []
+
+    def lookup(local: TrafficSelector, remote: TrafficSelector) -> QmPolicy | None:
+        seen.append((local, remote))
+        return QmPolicy((ESP,), None, False)
+
+    w = pair(b_qm_lookup=lookup)
+    mine, theirs = TrafficSelector.of("192.0.2.1/32"), TrafficSelector.of("198.51.100.2/32")
+    w.a.initiate(QmPolicy((ESP,), None, False, mine, theirs), 0.0)
+    w.pump()
+    a, b = _children(w)
+    assert seen == [(theirs, mine)] and a.outbound.encap is None
