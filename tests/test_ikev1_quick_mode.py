@@ -405,4 +405,4 @@ def test_transport_ids_without_a_nat_are_not_moved() -> None:
     w.a.initiate(QmPolicy((ESP,), None, False, mine, theirs), 0.0)
     w.pump()
     a, b = _children(w)
-    assert seen == [(theirs, mine)] and a.outbound.encap is None
+    assert seen == [(theirs, mine)] and a.outbound.encap is None and b.remote_ts == mine
