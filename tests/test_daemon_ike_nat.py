@@ -1,13 +1,14 @@
 """ipsecd to ipsecd in transport mode through the masquerading NAT router (``nat_topology``):
 NAT-D finds the NAT, IKE floats to 4500, ESP goes UDP-encapsulated (UDP-Encapsulated-Transport),
-and the TCP/UDP checksums the NAT invalidated are fixed on receipt (RFC 3948 section 3.1.2)."""
+and the TCP/UDP checksums the NAT invalidated are fixed on receipt (RFC 3948 section 3.1.2).
+And an AH+ESP bundle from Quick Mode installed with both halves (AH carrying ESP on the wire)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.engine_helpers import MARKER, start_daemon, tcp_echo
-from tests.netns import Lab, nat_topology
+from tests.engine_helpers import A4, B4, MARKER, start_daemon, tcp_echo
+from tests.netns import Lab, nat_topology, two_hosts
 from tests.test_daemon_ike import _show, psk_store
 
 pytestmark = pytest.mark.root
@@ -56,3 +57,30 @@ def test_transport_through_nat(lab: Lab) -> None:
     # b's selectors name the router's address (the IDs carried a's private one, RFC 3947 section 5.2).
     log_b = oak_b.read_text()
     assert f"remote_ts={public}/32" in log_b and "mode=transport encap=true" in log_b, log_b
+
+
+def test_ah_esp_bundle_from_quick_mode(lab: Lab) -> None:
+    qm = "AH[SHA256]+ESP[AES128,SHA256]"
+    p = two_hosts(lab)
+    oak = lab.scratch("a-oakley.log")
+    da = start_daemon(lab, p.a, store_text=psk_store(B4, qm), extra=("--oakley-log", str(oak)))
+    db = start_daemon(lab, p.b, store_text=psk_store(A4, qm))
+    cap = p.a.capture(p.link.a_ifname)
+    first = p.a.ping(B4, count=1, wait=5)
+    assert first.received == 1, first.output + da.proc.output() + db.proc.output() + oak.read_text()
+    ra = p.a.ping(B4, count=3, interval=0.1)
+    rb = p.b.ping(A4, count=3, interval=0.1)
+    assert (ra.received, rb.received) == (3, 3), ra.output + rb.output
+    tcp_echo(p.a, p.b, B4)
+    tcp_echo(p.b, p.a, A4, port=7001)
+    cap.stop()
+    assert cap.count("icmp or tcp or esp") == 0, cap.lines("icmp or tcp or esp")  # no bare ESP
+    # AH (51) whose Next Header (the first byte after the IPv4 header) is ESP (50), both ways.
+    ah_esp = "ip proto 51 and ip[20] == 50"
+    assert cap.count(f"{ah_esp} and src {A4}") > 10 and cap.count(f"{ah_esp} and src {B4}") > 10
+    assert cap.count("ip proto 51") == cap.count(ah_esp)
+    assert not any(MARKER in frame for frame in cap.packets())
+    for d in (da, db):
+        states = d.status()["states"]
+        assert sorted(s["proto"] for s in states) == ["ah", "ah", "esp", "esp"], states
+    assert "ah_inbound_spi=0x" in oak.read_text()

@@ -45,6 +45,7 @@ from ipsecd.policy.model import Store
 
 IKE_PORT = 500  # RFC 2409 section 2 (UDP 500)
 NATT_PORT = 4500  # RFC 3947 section 4
+BUNDLE_REQID_BASE = 0x40000000  # reqids of negotiated AH+ESP bundles (ip-xfrm states use small ones)
 BATCH = 256
 IKEV2_MAJOR = 2  # RFC 7296 section 3.1: MjVer 2 in the high nibble of octet 17
 
@@ -126,6 +127,7 @@ class IkeManager:
         self.monitor = monitor
         self.clock = clock
         self._send_natt = send_natt
+        self._reqid = 0  # the last AH+ESP bundle's reqid, less BUNDLE_REQID_BASE
         self._flush = flush
         self.log = log
         self.oakley = oakley
@@ -562,8 +564,8 @@ class IkeManager:
             natt=e.natt,
         )
 
-    def _install(self, src: str, dst: str, params: SAParams) -> tuple[int, int, Any]:
-        st = ManualState(_ip(src), _ip(dst), params)
+    def _install(self, src: str, dst: str, params: SAParams, reqid: int = 0) -> tuple[int, int, Any]:
+        st = ManualState(_ip(src), _ip(dst), params, reqid)
         self.sadb.add_state(st, self.clock())
         return st.key()
 
@@ -583,7 +585,8 @@ class IkeManager:
             e.pfs_group,
             next(iter(p.mm_ids.values()), None),
         )
-        if not self.install_child(p.children, p.local, p.peer, p.pick, e.inbound, e.outbound, child):
+        ah = (e.ah_inbound, e.ah_outbound) if e.ah_inbound and e.ah_outbound else None
+        if not self.install_child(p.children, p.local, p.peer, p.pick, e.inbound, e.outbound, child, ah):
             return
         p.negotiating.clear()
         if e.rekey_of is not None:
@@ -599,14 +602,24 @@ class IkeManager:
         inbound: SAParams,
         outbound: SAParams,
         info: ChildInfo,
+        ah: tuple[SAParams, SAParams] | None = None,
     ) -> bool:
         """Both directions into the SA database, the monitor record, the event and log lines, and
-        the acquire's queued packets out. False (and nothing installed) when the data path refuses."""
+        the acquire's queued packets out. False (and nothing installed) when the data path refuses.
+        ``ah``: the (inbound, outbound) AH half of an AH+ESP bundle; all four states share a reqid,
+        which ties the outbound ESP SA to its AH SA (``Sadb.outbound_chain_for_flow``)."""
         now = self.clock()
         keys: list[tuple[int, int, Any]] = []
+        reqid = 0
+        if ah is not None:
+            self._reqid = self._reqid % 0x3FFFFFFF + 1
+            reqid = BUNDLE_REQID_BASE + self._reqid
         try:
-            keys.append(self._install(peer, local, inbound))
-            keys.append(self._install(local, peer, outbound))
+            keys.append(self._install(peer, local, inbound, reqid))
+            keys.append(self._install(local, peer, outbound, reqid))
+            if ah is not None:
+                keys.append(self._install(peer, local, ah[0], reqid))
+                keys.append(self._install(local, peer, ah[1], reqid))
         except (SadbError, ValueError, RuntimeError) as exc:
             for k in keys:
                 with contextlib.suppress(SadbError):
@@ -645,7 +658,7 @@ class IkeManager:
                 filteraction=pick.filteraction,
             )
         )
-        self.monitor.count_qm("key_additions", 2)
+        self.monitor.count_qm("key_additions", len(keys))
         self.monitor.count_mm("oakley_quick_mode")
         self._emit(
             ev.QuickModeSAEstablished(
@@ -672,6 +685,11 @@ class IkeManager:
             outbound_spi=f"0x{outbound.spi:08x}",
             mode=mode,
             encap=inbound.encap is not None,
+            **(
+                {"ah_inbound_spi": f"0x{ah[0].spi:08x}", "ah_outbound_spi": f"0x{ah[1].spi:08x}"}
+                if ah
+                else {}
+            ),
         )
         self._flush()  # queued packets of the acquire leave now
         return True
@@ -689,7 +707,7 @@ class IkeManager:
             with contextlib.suppress(SadbError):
                 self.sadb.del_state(*k)
         self.monitor.remove_qm_sa(c.qm_id)
-        self.monitor.count_qm("key_deletions", 2)
+        self.monitor.count_qm("key_deletions", len(c.states))
         self._emit(
             ev.QuickModeSAEnded(_ip(local), _ip(peer), c.filter, c.inbound_spi, c.outbound_spi, reason)
         )

@@ -270,9 +270,9 @@ class Router:
             return "block", None, match.filter, None
         flt = match.filter
         tunnel = flt.tunnel if flt is not None else None
-        sa = self.sadb.outbound_for_flow(flow, tunnel)
-        if sa is not None:
-            return "protect", [sa], flt, None
+        found = self.sadb.outbound_chain_for_flow(flow, tunnel)
+        if found is not None:
+            return "protect", found, flt, None
         if _tuple(flow) in self.soft:
             return "clear", None, flt, None
         return "acquire", None, flt, None

@@ -341,6 +341,32 @@ class SADatabase:
                 return sa
         return None
 
+    def outbound_chain_for_flow(self, flow: Flow, tunnel: IPAddress | None) -> list[InstalledSA] | None:
+        """``outbound_for_flow`` as a bundle, innermost first: an SA with a reqid that an outbound
+        ESP SA and an outbound AH SA to the same peer share (a negotiated AH+ESP bundle) gives
+        [ESP, AH] (RFC 4301 section 4.5: AH outermost); otherwise the one SA."""
+        sa = self.outbound_for_flow(flow, tunnel)
+        if sa is None or sa.state.reqid == 0:
+            return None if sa is None else [sa]
+        esp: InstalledSA | None = None
+        ah: InstalledSA | None = None
+        for other in self.states.values():
+            st = other.state
+            if (
+                other.direction != Direction.OUTBOUND
+                or st.reqid != sa.state.reqid
+                or st.dst != sa.state.dst
+                or other.transform.expired
+            ):
+                continue
+            if st.params.protocol == Protocol.ESP and esp is None:
+                esp = other
+            elif st.params.protocol == Protocol.AH and ah is None:
+                ah = other
+        if esp is None or ah is None:
+            return [sa]
+        return [esp, ah]
+
     def inbound_allowed(self, flow: Flow, chain: Sequence[InstalledSA]) -> bool | None:
         """RFC 4301 section 5.2: may a packet that came through ``chain`` (outermost first) arrive?
 
