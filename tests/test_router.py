@@ -3,13 +3,14 @@ SA bundles and the inbound policy check (ipsecd/daemon/router.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 
 from ipsecd.daemon.router import Acquire, Router, SoftAssociation
 from ipsecd.datapath.factory import make_transform
 from ipsecd.datapath.ipheader import ipv4_header_checksum
-from ipsecd.datapath.sa import Direction, EncAlg, Mode, Protocol, SAParams, Selector
+from ipsecd.datapath.sa import Direction, EncAlg, IntegAlg, Mode, Protocol, SAParams, Selector
 from ipsecd.datapath.sadb import ManualState, PolicyAction, PolicyDir, SADatabase, SecurityPolicy, Template
 from ipsecd.io.nft import CAPTURE, DROP, PASS, SOFT_DROP, NftMatch, NftRule
 from ipsecd.policy.classifier import compile_store
@@ -251,3 +252,31 @@ def test_nft_inbound_verdicts_follow_the_filter_action() -> None:
         cfg = nft_config("tun9", Loaded(st, compile_store(st, HOST), [], []))
         # negotiate filters (b, c) take the action's verdict; the block filter always drops.
         assert [r.verdict for r in cfg.inbound] == [want, want, DROP]
+
+
+def test_negotiated_ah_esp_bundle_shares_a_reqid_and_goes_out_as_ah_over_esp() -> None:
+    """An outbound ESP SA and AH SA with one reqid (the IKE daemon's AH+ESP bundle) protect a
+    negotiate filter's traffic together: ESP inside, AH outside (RFC 4301 section 4.5); an SA of
+    another reqid is left alone."""
+    r = make_router()
+    ah = SAParams(
+        spi=0x2001,
+        protocol=Protocol.AH,
+        mode=Mode.TRANSPORT,
+        integ_alg=IntegAlg.AUTH_HMAC_SHA1_96,
+        integ_key=KEY,
+    )
+    e = esp(0x2000, A, B)
+    r.sadb.add_state(ManualState(A, B, e.params, reqid=7))
+    r.sadb.add_state(ManualState(A, B, ah, reqid=7))
+    r.sadb.add_state(ManualState(A, B, dataclasses.replace(ah, spi=0x3001), reqid=8))
+    out = r.outbound([icmp(n=1)], now=0.0)
+    [(pkt, _)] = out.raw4
+    assert pkt[9] == 51 and pkt[20] == 50  # AH, its Next Header ESP
+    assert struct.unpack_from("!I", pkt, 24)[0] == 0x2001
+    # The peer's side: AH then ESP removed, the ICMP delivered.
+    peer = SADatabase(lambda: [B], backend="python")
+    peer.add_state(ManualState(A, B, e.params, reqid=7))
+    peer.add_state(ManualState(A, B, ah, reqid=7))
+    rb = Router(make_router().classifier, peer)
+    assert rb.inbound([pkt], now=0.0) == [icmp(n=1)]
