@@ -453,7 +453,7 @@ class IkeManager:
             return
         for p in self.peers.values():
             for c in p.children.values():
-                if spi not in (c.inbound_spi, c.outbound_spi):
+                if all(k[1] != spi for k in c.states):  # ESP or AH, either direction
                     continue
                 p.session.child_soft_expired(c.inbound_spi, self.clock())
                 self._pump(p)
