@@ -12,7 +12,8 @@ hands it to ``ipsecd.daemon.router.Router`` in one call (never one packet per ca
 
 Stop (SIGTERM/SIGINT): sockets and the control socket close; the capture (TUN device, rules, nft
 table) stays in place so nothing the policy protects leaves in clear while the daemon is away
-(fail closed), unless ``flush_on_exit``. SIGHUP: reload the store, applied whole or not at all.
+(fail closed), unless ``flush_on_exit``. SIGHUP: reload the store, applied whole or not at all;
+the same path polls the store every ``pollinginterval`` (``--poll-interval``; ipsecd.policy.poll).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import datetime
 import ipaddress
 import os
 import signal
@@ -28,7 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from ipsecd.daemon.ike import IkeManager
 from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
 from ipsecd.daemon.seqstore import SeqStore
+from ipsecd.daemon.storepoll import initial_state, read_store_contents, with_override
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
 from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
@@ -57,13 +60,14 @@ from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMoni
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
+from ipsecd.log.events import Event, PolicyRejected
 from ipsecd.log.oakley import DEFAULT_OAKLEY_PATH, OakleyLog
 from ipsecd.log.sinks import EventLog, JsonLinesSink
 from ipsecd.policy.classifier import CompiledPolicy, compile_store
 from ipsecd.policy.issues import StoreError
 from ipsecd.policy.model import Action, Store
 from ipsecd.policy.order import Direction, ExpansionError
-from ipsecd.policy.store import load_store
+from ipsecd.policy.poll import Decision, PollState, StoreFileContent, applied_event, load_contents, poll
 
 BATCH = 256
 TICK = 0.25
@@ -116,6 +120,7 @@ class EngineConfig:
     dpd_interval: float = 30.0  # seconds of silence before a dead peer probe (IKEv1 DPD, IKEv2 liveness)
     dpd_retries: int = 5  # unanswered IKEv1 DPD probes before the peer is declared dead
     ike_cookie_threshold: int = 10  # half-open IKEv2 SAs before IKE_SA_INIT needs a COOKIE (RFC 7296 2.6)
+    poll_interval: float | None = None  # seconds between store polls; None: pollinginterval; 0: off
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -140,17 +145,21 @@ def _soft_actions(store: Store) -> dict[str, bool]:
     return {name: fa.soft for name, fa in store.filteractions.items()}
 
 
-def load_config(cfg: EngineConfig, host: SystemHost) -> Loaded:
-    """Read and check everything; raises EngineError with every problem, changes nothing."""
+def compile_loaded(store: Store, host: SystemHost) -> Loaded:
+    """Compile a validated store for this host (ExpansionError, ValueError on bad input)."""
+    compiled = compile_store(store, host)
+    states, policies = _store_xfrm(store)
+    return Loaded(store, compiled, states, policies)
+
+
+def load_config(cfg: EngineConfig, host: SystemHost, files: Sequence[StoreFileContent]) -> Loaded:
+    """Check the store's files; raises EngineError with every problem, changes nothing."""
     try:
-        store = load_store(cfg.store)
-        compiled = compile_store(store, host)
-        states, policies = _store_xfrm(store)
+        return compile_loaded(load_contents(files), host)
     except (StoreError, ExpansionError) as exc:
         raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
     except ValueError as exc:
         raise EngineError(f"bad manual keying in the store: {exc}") from None
-    return Loaded(store, compiled, states, policies)
 
 
 def _filter_match(f: Any) -> nft.NftMatch:
@@ -253,6 +262,10 @@ class Engine:
         self._monitor: ChangeMonitor | None = None
         self._recompile: asyncio.TimerHandle | None = None
         self.ike: IkeManager | None = None
+        self.eventlog: EventLog | None = None  # --event-log: IKE and policy events
+        self.poll_state = PollState()  # ipsecd.policy.poll: what is applied, when to poll next
+        self._poll_timer: asyncio.TimerHandle | None = None
+        self._read_error: str | None = None  # a store that cannot be read, reported once
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -480,16 +493,101 @@ class Engine:
             **d.counters.__dict__,
         }
 
-    def reload(self) -> bool:
+    def reload(self, source: str = "reload") -> bool:
         """SIGHUP: re-read everything and apply it whole, or keep the running configuration."""
         notify.reloading("reloading the store")
+        self.host.refresh()
+        ok = self.refresh_store(force=True, source=source)
+        notify.ready("running" if ok else "running (reload failed)")
+        return ok
+
+    def _poll_tick(self) -> None:
+        """The polling timer: apply the store if it changed (ipsecd.policy.poll)."""
+        self._poll_timer = None
         try:
-            self.host.refresh()
-            loaded = self.sync(load_config, self.cfg, self.host)
-        except EngineError as exc:
-            self.log(f"reload refused, keeping the running configuration: {exc}")
-            notify.ready("running (reload failed)")
+            self.refresh_store(force=False, source="poll")
+        finally:
+            self._schedule_poll()
+
+    def _schedule_poll(self) -> None:
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
+        if self._loop is None or self.cfg.poll_interval == 0 or self._stop is None or self._stop.is_set():
+            return
+        delay = max(0.0, self.poll_state.next_poll - self.now())
+        self._poll_timer = self._loop.call_later(delay, self._poll_tick)
+
+    def _compile(self, store: Store) -> Loaded:
+        loaded: Loaded = self.sync(compile_loaded, store, self.host)
+        return loaded
+
+    def _emit(self, event: Event) -> None:
+        if self.eventlog is not None:
+            self.eventlog.emit(event, datetime.datetime.now(datetime.UTC))
+
+    def _refused(self, error: str, report: bool) -> bool:
+        self.log(f"reload refused, keeping the running configuration: {error}")
+        if report:  # POLICY_REJECTED once per bad content (ipsecd.policy.poll)
+            in_force = self.loaded.store.settings.assigned_policy if self.loaded else None
+            self._emit(PolicyRejected(policy=in_force, error=error))
+        return False
+
+    def refresh_store(self, *, force: bool, source: str) -> bool:
+        """Poll (or, ``force``, reload) the store: apply it whole if it changed, else keep it.
+
+        False when the store was refused; a refusal is logged, and reported as POLICY_REJECTED
+        once per content (every time when forced: the operator asked)."""
+        now = self.now()
+        try:
+            files = read_store_contents(self.cfg.store)
+        except StoreError as exc:
+            error = f"cannot load the store {self.cfg.store}: " + "; ".join(str(exc).splitlines())
+            report = force or error != self._read_error
+            self._read_error = error
+            self.poll_state = with_override(
+                replace(self.poll_state, next_poll=now + self.poll_state.interval_seconds),
+                now,
+                self.cfg.poll_interval,
+            )
+            return self._refused(error, report)
+        self._read_error = None
+        result = poll(
+            self.poll_state,
+            now,
+            files,
+            self._compile,
+            force=force,
+            source=source,
+        )
+        state = with_override(result.state, now, self.cfg.poll_interval)
+        if result.decision is Decision.UNCHANGED:
+            self.poll_state = state
+            return True
+        if result.decision is Decision.REJECTED or result.compiled is None or result.store is None:
+            self.poll_state = state
+            error = str(result.events[0].fields().get("error", "")) if result.events else ""
+            self.log(
+                "reload refused, keeping the running configuration: "
+                f"cannot load the store {self.cfg.store}: {error}"
+            )
+            for event in result.events:
+                self._emit(event)
             return False
+        applied = self._apply(result.compiled)
+        if isinstance(applied, str):  # the kernel refused it: the old state and policy stay
+            self.poll_state = replace(
+                self.poll_state, rejected_digest=state.applied_digest, next_poll=state.next_poll
+            )
+            return self._refused(applied, report=True)
+        self.poll_state = state
+        for event in result.events:
+            self._emit(event)
+        self._emit(applied_event(result.store, len(result.compiled.compiled.filters)))
+        return True
+
+    def _apply(self, loaded: Loaded) -> str | None:
+        """Install a compiled store; None, or why the kernel refused it (the old one stays)."""
         # Keep what did not change (an SA re-created would restart its sequence numbers).
         old_states, old_policies = self._config_states, self._config_policies
         same_states = {st.key() for st in old_states} & {st.key() for st in loaded.states}
@@ -510,9 +608,7 @@ class Engine:
             self._install_manual(gone, old_policies)
             if self.loaded is not None:
                 self.apply_kernel(self.loaded)
-            self.log(f"reload refused, keeping the running configuration: {exc}")
-            notify.ready("running (reload failed)")
-            return False
+            return str(exc)
         kept = {st.key(): st for st in old_states if st.key() in same_states}
         loaded.states = [kept.get(st.key(), st) for st in loaded.states]
         self.loaded = loaded
@@ -525,14 +621,18 @@ class Engine:
         else:  # keep queues, pending acquires, soft associations and counters
             self.router.set_policy(loaded.compiled.classifier, _soft_actions(loaded.store))
         self.log(f"reloaded: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters")
-        notify.ready("running")
-        return True
+        return None
 
     # --- life cycle ----------------------------------------------------------------------------
 
     async def run(self) -> int:
         cfg = self.cfg
-        loaded = self.sync(load_config, cfg, self.host)  # EngineError before anything changes
+        try:
+            files = read_store_contents(cfg.store)
+        except StoreError as exc:
+            raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
+        loaded = self.sync(load_config, cfg, self.host, files)  # EngineError before anything changes
+        self.poll_state = initial_state(files, loaded.store, self.now(), cfg.poll_interval)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -594,6 +694,7 @@ class Engine:
             f"backend {self._backend_name()}, pid {os.getpid()}"
         )
         notify.ready("running")
+        self._schedule_poll()
         try:
             await self._stop.wait()
         finally:
@@ -614,6 +715,7 @@ class Engine:
         assert self.router is not None
         oakley = OakleyLog(self.cfg.oakley_log or DEFAULT_OAKLEY_PATH)
         events = EventLog([JsonLinesSink(self.cfg.event_log)]) if self.cfg.event_log else None
+        self.eventlog = events
         self._log_files = (oakley, events) if events else (oakley,)
         self.ike = IkeManager(
             self.sadb,
@@ -656,7 +758,7 @@ class Engine:
         if set(self.sync(self.host.my_addresses)) == before:
             return  # e.g. an IPv6 address finished duplicate address detection: same "me"
         self.log("addresses changed: recompiling the policy")
-        self.reload()
+        self.reload(source="addresses")
 
     def _reload_signal(self) -> None:
         self.reload()
@@ -685,6 +787,9 @@ class Engine:
                 self._monitor.close()
             if self._recompile is not None:
                 self._recompile.cancel()
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
         if self.ike is not None:
             with contextlib.suppress(Exception):
                 self.ike.close()

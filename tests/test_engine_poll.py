@@ -1,0 +1,98 @@
+"""Store polling in the daemon: a changed store is applied without any signal (root), and the
+io half of polling (reading the store, the ``--poll-interval`` override)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ipsecd.daemon.storepoll import initial_state, read_store_contents, with_override
+from ipsecd.log.events import EventId
+from ipsecd.policy.issues import StoreError
+from ipsecd.policy.poll import content_digest
+from ipsecd.policy.store import load_store
+from tests.engine_helpers import B4, start_daemon, tcp_echo
+from tests.netns import Lab, two_hosts, wait_until
+from tests.test_engine_reload import BLOCK_7000
+
+BROKEN = "[daemon]\nipsecexempt = 7\n"
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write the store as an editor would save it: whole, in one rename (mode 600)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+def _events(path: Path, event_id: EventId) -> list[dict[str, object]]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [r for r in records if r["id"] == int(event_id)]
+
+
+def test_read_store_contents_and_the_override(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    (store / "policies.d").mkdir(parents=True)
+    (store / "ipsecd.toml").write_text("[daemon]\n")
+    (store / "policies.d" / "b.toml").write_text(BLOCK_7000.removeprefix("[daemon]\n"))
+    (store / "policies.d" / "a.toml").write_text("")
+    files = read_store_contents(store)
+    assert [Path(f.name).name for f in files] == ["ipsecd.toml", "a.toml", "b.toml"]
+    assert files[0].data == b"[daemon]\n" and files[0].mode == (store / "ipsecd.toml").stat().st_mode & 0o777
+    with pytest.raises(StoreError, match="no such file"):
+        read_store_contents(tmp_path / "missing.toml")
+    single = tmp_path / "one.toml"
+    single.write_text(BLOCK_7000)
+    loaded = load_store(single)
+    state = initial_state(read_store_contents(single), loaded, 100.0, None)
+    assert state.applied_digest == content_digest(read_store_contents(single))
+    assert state.interval_seconds == 180 * 60 and state.next_poll == 100.0 + 180 * 60  # the default
+    fast = initial_state(read_store_contents(single), loaded, 100.0, 1.5)
+    assert fast.interval_seconds == 1.5 and fast.next_poll == 101.5
+    assert with_override(state, 5.0, None) is state and with_override(state, 5.0, 0) is state
+
+
+@pytest.mark.root
+def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> None:
+    p = two_hosts(lab)
+    events = lab.scratch("a-events.log")
+    da = start_daemon(lab, p.a, extra=("--poll-interval", "1", "--event-log", str(events)))
+    tcp_echo(p.a, p.b, B4, port=7000, size=1000)  # the empty store protects nothing
+    # A block rule for TCP 7000, no signal: enforced within a few seconds, with POLICY_APPLIED.
+    _replace(da.store, BLOCK_7000)
+    wait_until(lambda: _events(events, EventId.POLICY_APPLIED), 10, what="POLICY_APPLIED")
+    (applied,) = _events(events, EventId.POLICY_APPLIED)
+    assert applied["fields"] == {"policy": "blocker", "rules": 1, "filters": da.status()["filters"]}
+    (changed,) = _events(events, EventId.POLICY_CHANGED)
+    assert changed["fields"]["source"] == "poll" and "policy:blocker" in changed["fields"]["objects"]
+    assert "reloaded: policy 'blocker'" in da.proc.output()
+    blocked = da.status()["router"]["blocked"]
+    tcp_echo(p.a, p.b, B4, port=7000, expect_ok=False)
+    wait_until(lambda: da.status()["router"]["blocked"] > blocked, 5, what="the block to be counted")
+    # A broken store: refused once (POLICY_REJECTED), the running policy stays, not re-reported.
+    _replace(da.store, BROKEN)
+    wait_until(lambda: _events(events, EventId.POLICY_REJECTED), 10, what="POLICY_REJECTED")
+    time.sleep(3.5)  # three more polls of the same bad content
+    (rejected,) = _events(events, EventId.POLICY_REJECTED)
+    assert rejected["fields"]["policy"] == "blocker" and "ipsecexempt" in str(rejected["fields"]["error"])
+    assert da.proc.output().count("reload refused") == 1
+    assert da.status()["policy"] == "blocker"
+    blocked = da.status()["router"]["blocked"]
+    tcp_echo(p.a, p.b, B4, port=7000, expect_ok=False)
+    wait_until(lambda: da.status()["router"]["blocked"] > blocked, 5, what="the block to still be counted")
+    # Fixed, now blocking TCP 7001 instead: applied again.
+    _replace(da.store, BLOCK_7000.replace("7000", "7001"))
+    wait_until(
+        lambda: len(_events(events, EventId.POLICY_APPLIED)) == 2, 10, what="the second POLICY_APPLIED"
+    )
+    tcp_echo(p.a, p.b, B4, port=7000, size=1000)
+    tcp_echo(p.a, p.b, B4, port=7001, expect_ok=False)
+    assert len(_events(events, EventId.POLICY_REJECTED)) == 1
+    assert da.status()["router"]["blocked"] > blocked
