@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ipsecd.daemon.storepoll import initial_state, read_store_contents, with_override
-from ipsecd.log.events import EventId
+from ipsecd.daemon.storepoll import StorePoller, initial_state, read_store_contents, with_override
+from ipsecd.log.events import Event, EventId
 from ipsecd.policy.issues import StoreError
+from ipsecd.policy.model import Store
 from ipsecd.policy.poll import content_digest
 from ipsecd.policy.store import load_store
 from tests.engine_helpers import B4, start_daemon, tcp_echo
@@ -57,6 +58,53 @@ def test_read_store_contents_and_the_override(tmp_path: Path) -> None:
     fast = initial_state(read_store_contents(single), loaded, 100.0, 1.5)
     assert fast.interval_seconds == 1.5 and fast.next_poll == 101.5
     assert with_override(state, 5.0, None) is state and with_override(state, 5.0, 0) is state
+
+
+def test_store_poller_refusals_are_reported_once(tmp_path: Path) -> None:
+    """The kernel refusing a store, and a store that cannot be read: one POLICY_REJECTED each."""
+    path = tmp_path / "store.toml"
+    _replace(path, BLOCK_7000)
+    emitted: list[Event] = []
+    logged: list[str] = []
+    refuse: list[str] = []
+    applied: list[Store] = []
+
+    def apply(store: Store) -> str | None:
+        if refuse:
+            return refuse[0]
+        applied.append(store)
+        return None
+
+    poller: StorePoller[Store] = StorePoller(
+        path,
+        2.0,
+        compile=lambda store: store,
+        apply=apply,
+        filters=lambda store: 7,
+        emit=emitted.append,
+        log=logged.append,
+    )
+    poller.start(read_store_contents(path), load_store(path), 0.0)
+    assert poller.state.next_poll == 2.0 and poller.refresh(2.0, force=False, source="poll")
+    assert emitted == [] and applied == []  # unchanged
+    _replace(path, BLOCK_7000.replace("7000", "7001"))
+    refuse.append("nft: no such table")
+    assert not poller.refresh(4.0, force=False, source="poll")
+    assert not poller.refresh(6.0, force=False, source="poll")  # the same content: silent
+    assert [e.event_id for e in emitted] == [EventId.POLICY_REJECTED] and applied == []
+    assert emitted[0].fields() == {"policy": "blocker", "error": "nft: no such table"}
+    assert poller.state.next_poll == 8.0
+    path.unlink()
+    assert not poller.refresh(8.0, force=False, source="poll")
+    assert not poller.refresh(10.0, force=False, source="poll")
+    assert [e.event_id for e in emitted] == [EventId.POLICY_REJECTED] * 2
+    assert "no such file" in str(emitted[1].fields()["error"]) and len(logged) == 3
+    refuse.clear()
+    _replace(path, BLOCK_7000.replace("7000", "7002"))
+    assert poller.refresh(12.0, force=False, source="poll") and len(applied) == 1
+    assert [e.event_id for e in emitted[2:]] == [EventId.POLICY_CHANGED, EventId.POLICY_APPLIED]
+    assert emitted[3].fields() == {"policy": "blocker", "rules": 1, "filters": 7}
+    assert poller.refresh(13.0, force=True, source="reload") and len(applied) == 2  # SIGHUP: again
 
 
 @pytest.mark.root

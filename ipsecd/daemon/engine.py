@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from ipsecd.daemon.ike import IkeManager
 from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
 from ipsecd.daemon.seqstore import SeqStore
-from ipsecd.daemon.storepoll import initial_state, read_store_contents, with_override
+from ipsecd.daemon.storepoll import StorePoller, read_store_contents
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
 from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
@@ -60,14 +60,14 @@ from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMoni
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
-from ipsecd.log.events import Event, PolicyRejected
+from ipsecd.log.events import Event
 from ipsecd.log.oakley import DEFAULT_OAKLEY_PATH, OakleyLog
 from ipsecd.log.sinks import EventLog, JsonLinesSink
 from ipsecd.policy.classifier import CompiledPolicy, compile_store
 from ipsecd.policy.issues import StoreError
 from ipsecd.policy.model import Action, Store
 from ipsecd.policy.order import Direction, ExpansionError
-from ipsecd.policy.poll import Decision, PollState, StoreFileContent, applied_event, load_contents, poll
+from ipsecd.policy.poll import StoreFileContent, load_contents
 
 BATCH = 256
 TICK = 0.25
@@ -263,9 +263,15 @@ class Engine:
         self._recompile: asyncio.TimerHandle | None = None
         self.ike: IkeManager | None = None
         self.eventlog: EventLog | None = None  # --event-log: IKE and policy events
-        self.poll_state = PollState()  # ipsecd.policy.poll: what is applied, when to poll next
-        self._poll_timer: asyncio.TimerHandle | None = None
-        self._read_error: str | None = None  # a store that cannot be read, reported once
+        self.poller = StorePoller(
+            cfg.store,
+            cfg.poll_interval,
+            compile=self._compile,
+            apply=self._apply,
+            filters=lambda loaded: len(loaded.compiled.filters),
+            emit=self._emit,
+            log=self.log,
+        )
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -501,22 +507,22 @@ class Engine:
         notify.ready("running" if ok else "running (reload failed)")
         return ok
 
+    def refresh_store(self, *, force: bool, source: str) -> bool:
+        return self.poller.refresh(self.now(), force=force, source=source)
+
     def _poll_tick(self) -> None:
-        """The polling timer: apply the store if it changed (ipsecd.policy.poll)."""
-        self._poll_timer = None
+        """The polling timer: apply the store if it changed (ipsecd.daemon.storepoll)."""
         try:
             self.refresh_store(force=False, source="poll")
+        except Exception as exc:  # never a busy loop, never a dead timer
+            self.log(f"store poll failed: {type(exc).__name__}: {exc}")
+            self.poller.postpone(self.now())
         finally:
             self._schedule_poll()
 
     def _schedule_poll(self) -> None:
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
-            self._poll_timer = None
-        if self._loop is None or self.cfg.poll_interval == 0 or self._stop is None or self._stop.is_set():
-            return
-        delay = max(0.0, self.poll_state.next_poll - self.now())
-        self._poll_timer = self._loop.call_later(delay, self._poll_tick)
+        if self._loop is not None and self._stop is not None and not self._stop.is_set():
+            self.poller.schedule(self._loop, self.now(), self._poll_tick)
 
     def _compile(self, store: Store) -> Loaded:
         loaded: Loaded = self.sync(compile_loaded, store, self.host)
@@ -525,66 +531,6 @@ class Engine:
     def _emit(self, event: Event) -> None:
         if self.eventlog is not None:
             self.eventlog.emit(event, datetime.datetime.now(datetime.UTC))
-
-    def _refused(self, error: str, report: bool) -> bool:
-        self.log(f"reload refused, keeping the running configuration: {error}")
-        if report:  # POLICY_REJECTED once per bad content (ipsecd.policy.poll)
-            in_force = self.loaded.store.settings.assigned_policy if self.loaded else None
-            self._emit(PolicyRejected(policy=in_force, error=error))
-        return False
-
-    def refresh_store(self, *, force: bool, source: str) -> bool:
-        """Poll (or, ``force``, reload) the store: apply it whole if it changed, else keep it.
-
-        False when the store was refused; a refusal is logged, and reported as POLICY_REJECTED
-        once per content (every time when forced: the operator asked)."""
-        now = self.now()
-        try:
-            files = read_store_contents(self.cfg.store)
-        except StoreError as exc:
-            error = f"cannot load the store {self.cfg.store}: " + "; ".join(str(exc).splitlines())
-            report = force or error != self._read_error
-            self._read_error = error
-            self.poll_state = with_override(
-                replace(self.poll_state, next_poll=now + self.poll_state.interval_seconds),
-                now,
-                self.cfg.poll_interval,
-            )
-            return self._refused(error, report)
-        self._read_error = None
-        result = poll(
-            self.poll_state,
-            now,
-            files,
-            self._compile,
-            force=force,
-            source=source,
-        )
-        state = with_override(result.state, now, self.cfg.poll_interval)
-        if result.decision is Decision.UNCHANGED:
-            self.poll_state = state
-            return True
-        if result.decision is Decision.REJECTED or result.compiled is None or result.store is None:
-            self.poll_state = state
-            error = str(result.events[0].fields().get("error", "")) if result.events else ""
-            self.log(
-                "reload refused, keeping the running configuration: "
-                f"cannot load the store {self.cfg.store}: {error}"
-            )
-            for event in result.events:
-                self._emit(event)
-            return False
-        applied = self._apply(result.compiled)
-        if isinstance(applied, str):  # the kernel refused it: the old state and policy stay
-            self.poll_state = replace(
-                self.poll_state, rejected_digest=state.applied_digest, next_poll=state.next_poll
-            )
-            return self._refused(applied, report=True)
-        self.poll_state = state
-        for event in result.events:
-            self._emit(event)
-        self._emit(applied_event(result.store, len(result.compiled.compiled.filters)))
-        return True
 
     def _apply(self, loaded: Loaded) -> str | None:
         """Install a compiled store; None, or why the kernel refused it (the old one stays)."""
@@ -632,7 +578,7 @@ class Engine:
         except StoreError as exc:
             raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
         loaded = self.sync(load_config, cfg, self.host, files)  # EngineError before anything changes
-        self.poll_state = initial_state(files, loaded.store, self.now(), cfg.poll_interval)
+        self.poller.start(files, loaded.store, self.now())
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -787,9 +733,7 @@ class Engine:
                 self._monitor.close()
             if self._recompile is not None:
                 self._recompile.cancel()
-        if self._poll_timer is not None:
-            self._poll_timer.cancel()
-            self._poll_timer = None
+        self.poller.cancel()
         if self.ike is not None:
             with contextlib.suppress(Exception):
                 self.ike.close()

@@ -1,22 +1,39 @@
-"""Reading the store for polling (the io half of ``ipsecd.policy.poll``).
+"""The engine's store poller (the io half of ``ipsecd.policy.poll``).
 
-The engine reads the store's files (bytes and permission bits, in load order) and hands them to
-``ipsecd.policy.poll.poll``, which decides whether they changed and whether they are good. This
-module holds what is not pure: reading the files, and the ``--poll-interval`` override of the
-assigned policy's ``pollinginterval``.
+Every ``pollinginterval`` minutes of the assigned policy (``--poll-interval SECONDS`` overrides
+it; 0 turns polling off) and on SIGHUP (``force``), ``StorePoller.refresh`` reads the store's
+files (bytes and permission bits, in load order) and hands them to ``ipsecd.policy.poll.poll``,
+which decides whether they changed and whether they are good. Changed and good: the engine's
+``apply`` installs it whole (the SIGHUP path), then POLICY_CHANGED and POLICY_APPLIED go to the
+event log. Bad (or refused by the kernel): logged, one POLICY_REJECTED per content (every time
+when forced: the operator asked), and the policy in force stays.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Generic, TypeVar
 
+from ipsecd.log.events import Event, PolicyRejected
 from ipsecd.policy.issues import ConfigIssue, StoreError
 from ipsecd.policy.model import Store
-from ipsecd.policy.poll import PollState, StoreFileContent, content_digest, interval_of
+from ipsecd.policy.poll import (
+    Decision,
+    PollState,
+    StoreFileContent,
+    applied_event,
+    content_digest,
+    interval_of,
+    poll,
+)
 from ipsecd.policy.store import store_files
+
+C = TypeVar("C")
 
 
 def read_store_contents(path: Path) -> list[StoreFileContent]:
@@ -55,3 +72,93 @@ def initial_state(
         interval_seconds=interval,
     )
     return with_override(state, now, override)
+
+
+class StorePoller(Generic[C]):
+    """Polls the store for the engine; ``C`` is the engine's compiled configuration.
+
+    ``compile``: validated store -> C (ExpansionError/ValueError when it cannot be);
+    ``apply``: install C whole, None or why the kernel refused it (the old one stays);
+    ``filters``: C's specific filter count (POLICY_APPLIED); ``emit``: the event log."""
+
+    def __init__(
+        self,
+        path: Path,
+        override: float | None,
+        *,
+        compile: Callable[[Store], C],
+        apply: Callable[[C], str | None],
+        filters: Callable[[C], int],
+        emit: Callable[[Event], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.path = path
+        self.override = override
+        self._compile, self._apply, self._filters = compile, apply, filters
+        self._emit, self._log = emit, log
+        self.state = PollState()
+        self._read_error: str | None = None  # a store that cannot be read: reported once
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, files: list[StoreFileContent], store: Store, now: float) -> None:
+        self.state = initial_state(files, store, now, self.override)
+
+    def schedule(self, loop: asyncio.AbstractEventLoop, now: float, callback: Callable[[], None]) -> None:
+        """(Re)arm the timer for the next poll; nothing when polling is off."""
+        self.cancel()
+        if self.override == 0:
+            return
+        self._timer = loop.call_later(max(0.0, self.state.next_poll - now), callback)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def postpone(self, now: float) -> None:
+        """After an unexpected failure: try again one interval later, not at once."""
+        self.state = replace(self.state, next_poll=now + self.state.interval_seconds)
+
+    def _refused(self, error: str, report: bool) -> bool:
+        self._log(f"reload refused, keeping the running configuration: {error}")
+        if report:
+            applied = self.state.applied
+            in_force = applied.settings.assigned_policy if applied is not None else None
+            self._emit(PolicyRejected(policy=in_force, error=error))
+        return False
+
+    def refresh(self, now: float, *, force: bool, source: str) -> bool:
+        """One poll (``force``: SIGHUP); False when the store was refused."""
+        try:
+            files = read_store_contents(self.path)
+        except StoreError as exc:
+            error = f"cannot load the store {self.path}: " + "; ".join(str(exc).splitlines())
+            report = force or error != self._read_error
+            self._read_error = error
+            self.postpone(now)
+            self.state = with_override(self.state, now, self.override)
+            return self._refused(error, report)
+        self._read_error = None
+        result = poll(self.state, now, files, self._compile, force=force, source=source)
+        state = with_override(result.state, now, self.override)
+        if result.decision is Decision.UNCHANGED:  # False: still the content refused before
+            self.state = state
+            return content_digest(files) != state.rejected_digest
+        if result.decision is Decision.REJECTED or result.compiled is None or result.store is None:
+            self.state = state
+            error = str(result.events[0].fields().get("error", "")) if result.events else ""
+            self._log(
+                f"reload refused, keeping the running configuration: cannot load the store {self.path}: {error}"
+            )
+            for event in result.events:
+                self._emit(event)
+            return False
+        refusal = self._apply(result.compiled)
+        if refusal is not None:  # the kernel refused it: the policy in force stays
+            self.state = replace(self.state, rejected_digest=state.applied_digest, next_poll=state.next_poll)
+            return self._refused(refusal, report=True)
+        self.state = state
+        for event in result.events:
+            self._emit(event)
+        self._emit(applied_event(result.store, self._filters(result.compiled)))
+        return True
