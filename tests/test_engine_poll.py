@@ -3,6 +3,8 @@ io half of polling (reading the store, the ``--poll-interval`` override)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import os
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ipsecd.daemon.main import main
 from ipsecd.daemon.storepoll import StorePoller, initial_state, read_store_contents, with_override
 from ipsecd.log.events import Event, EventId
 from ipsecd.policy.issues import StoreError
@@ -105,6 +108,33 @@ def test_store_poller_refusals_are_reported_once(tmp_path: Path) -> None:
     assert [e.event_id for e in emitted[2:]] == [EventId.POLICY_CHANGED, EventId.POLICY_APPLIED]
     assert emitted[3].fields() == {"policy": "blocker", "rules": 1, "filters": 7}
     assert poller.refresh(13.0, force=True, source="reload") and len(applied) == 2  # SIGHUP: again
+
+
+def test_poll_interval_zero_turns_polling_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "store.toml"
+    _replace(path, BLOCK_7000)
+    fired: list[str] = []
+    loop = asyncio.new_event_loop()
+    try:
+        for override, armed in ((0.0, False), (0.01, True)):
+            poller: StorePoller[Store] = StorePoller(
+                path,
+                override,
+                compile=lambda store: store,
+                apply=lambda store: None,
+                filters=lambda store: 0,
+                emit=lambda event: None,
+                log=lambda line: None,
+            )
+            poller.start(read_store_contents(path), load_store(path), loop.time())
+            poller.schedule(loop, loop.time(), functools.partial(fired.append, str(override)))
+            loop.run_until_complete(asyncio.sleep(0.1))
+            assert fired == (["0.01"] if armed else []), (override, fired)
+            poller.cancel()
+    finally:
+        loop.close()
+    assert main(["--config", str(path), "--poll-interval", "-1"]) == 1
+    assert "--poll-interval" in capsys.readouterr().err
 
 
 @pytest.mark.root
