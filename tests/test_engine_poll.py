@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
 import pytest
 
+from ipsecd.cli.main import run as ipsecctl
 from ipsecd.daemon.main import main
 from ipsecd.daemon.storepoll import StorePoller, initial_state, read_store_contents, with_override
 from ipsecd.log.events import Event, EventId
@@ -174,3 +177,27 @@ def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> Non
     tcp_echo(p.a, p.b, B4, port=7001, expect_ok=False)
     assert len(_events(events, EventId.POLICY_REJECTED)) == 1
     assert da.status()["router"]["blocked"] > blocked
+
+
+KEY = "a5" * 20
+PERSIST_SA = f"state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1000 mode tunnel aead 'rfc4106(gcm(aes))' 0x{KEY} 128"
+PERSIST_POLICY = "policy add src 10.1.0.0/16 dst 10.2.0.0/16 dir out tmpl src 192.0.2.1 dst 192.0.2.2 proto esp mode tunnel"
+
+
+@pytest.mark.root
+def test_a_polled_store_keeps_what_ipsecctl_persist_installed(lab: Lab) -> None:
+    """``ipsecctl --persist xfrm ... add`` installs at run time and writes the store; the next
+    poll finds those SAs and policies already installed and keeps them (no refusal)."""
+    p = two_hosts(lab)
+    events = lab.scratch("a-events.log")
+    da = start_daemon(lab, p.a, extra=("--poll-interval", "0.5", "--event-log", str(events)))
+    for command in (PERSIST_SA, PERSIST_POLICY):
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--persist", "--control", str(da.control), "--config", str(da.store), "xfrm"]
+        assert ipsecctl([*argv, *shlex.split(command)], out=out, err=err) == 0, err.getvalue()
+    wait_until(lambda: len(_events(events, EventId.POLICY_APPLIED)) >= 1, 10, what="the store to be polled")
+    time.sleep(1.5)
+    assert _events(events, EventId.POLICY_REJECTED) == [], da.proc.output()
+    status = da.status()
+    assert [s["spi"] for s in status["states"]] == ["0x00001000"] and status["policies"] == 1, status
+    assert "reload refused" not in da.proc.output()

@@ -534,8 +534,18 @@ class Engine:
 
     def _apply(self, loaded: Loaded) -> str | None:
         """Install a compiled store; None, or why the kernel refused it (the old one stays)."""
-        # Keep what did not change (an SA re-created would restart its sequence numbers).
-        old_states, old_policies = self._config_states, self._config_policies
+        # Keep what did not change (an SA re-created would restart its sequence numbers). What
+        # ipsecctl installed at run time and the store now holds too (xfrm --persist) counts as
+        # the configuration's own: kept or replaced, never added twice.
+        old_states, old_policies = list(self._config_states), list(self._config_policies)
+        known = {st.key() for st in old_states}
+        old_states += [
+            self.sadb.states[st.key()].state
+            for st in loaded.states
+            if st.key() not in known and st.key() in self.sadb.states
+        ]
+        wanted, known_p = {p.key() for p in loaded.policies}, {p.key() for p in old_policies}
+        old_policies += [p for p in self.sadb.policies if p.key() in wanted and p.key() not in known_p]
         same_states = {st.key() for st in old_states} & {st.key() for st in loaded.states}
         same_states = {
             k
