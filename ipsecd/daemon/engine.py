@@ -12,7 +12,8 @@ hands it to ``ipsecd.daemon.router.Router`` in one call (never one packet per ca
 
 Stop (SIGTERM/SIGINT): sockets and the control socket close; the capture (TUN device, rules, nft
 table) stays in place so nothing the policy protects leaves in clear while the daemon is away
-(fail closed), unless ``flush_on_exit``. SIGHUP: reload the store, applied whole or not at all.
+(fail closed), unless ``flush_on_exit``. SIGHUP: reload the store, applied whole or not at all;
+the same path polls the store every ``pollinginterval`` (``--poll-interval``; ipsecd.policy.poll).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import datetime
 import ipaddress
 import os
 import signal
@@ -39,6 +41,7 @@ from ipsecd.daemon.ike import IkeManager
 from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
 from ipsecd.daemon.seqstore import SeqStore
+from ipsecd.daemon.storepoll import StorePoller, read_store_contents
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
 from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
@@ -57,13 +60,14 @@ from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMoni
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
+from ipsecd.log.events import Event
 from ipsecd.log.oakley import DEFAULT_OAKLEY_PATH, OakleyLog
 from ipsecd.log.sinks import EventLog, JsonLinesSink
 from ipsecd.policy.classifier import CompiledPolicy, compile_store
 from ipsecd.policy.issues import StoreError
 from ipsecd.policy.model import Action, Store
 from ipsecd.policy.order import Direction, ExpansionError
-from ipsecd.policy.store import load_store
+from ipsecd.policy.poll import StoreFileContent, load_contents
 
 BATCH = 256
 TICK = 0.25
@@ -116,6 +120,7 @@ class EngineConfig:
     dpd_interval: float = 30.0  # seconds of silence before a dead peer probe (IKEv1 DPD, IKEv2 liveness)
     dpd_retries: int = 5  # unanswered IKEv1 DPD probes before the peer is declared dead
     ike_cookie_threshold: int = 10  # half-open IKEv2 SAs before IKE_SA_INIT needs a COOKIE (RFC 7296 2.6)
+    poll_interval: float | None = None  # seconds between store polls; None: pollinginterval; 0: off
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -140,17 +145,21 @@ def _soft_actions(store: Store) -> dict[str, bool]:
     return {name: fa.soft for name, fa in store.filteractions.items()}
 
 
-def load_config(cfg: EngineConfig, host: SystemHost) -> Loaded:
-    """Read and check everything; raises EngineError with every problem, changes nothing."""
+def compile_loaded(store: Store, host: SystemHost) -> Loaded:
+    """Compile a validated store for this host (ExpansionError, ValueError on bad input)."""
+    compiled = compile_store(store, host)
+    states, policies = _store_xfrm(store)
+    return Loaded(store, compiled, states, policies)
+
+
+def load_config(cfg: EngineConfig, host: SystemHost, files: Sequence[StoreFileContent]) -> Loaded:
+    """Check the store's files; raises EngineError with every problem, changes nothing."""
     try:
-        store = load_store(cfg.store)
-        compiled = compile_store(store, host)
-        states, policies = _store_xfrm(store)
+        return compile_loaded(load_contents(files), host)
     except (StoreError, ExpansionError) as exc:
         raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
     except ValueError as exc:
         raise EngineError(f"bad manual keying in the store: {exc}") from None
-    return Loaded(store, compiled, states, policies)
 
 
 def _filter_match(f: Any) -> nft.NftMatch:
@@ -253,6 +262,16 @@ class Engine:
         self._monitor: ChangeMonitor | None = None
         self._recompile: asyncio.TimerHandle | None = None
         self.ike: IkeManager | None = None
+        self.eventlog: EventLog | None = None  # --event-log: IKE and policy events
+        self.poller = StorePoller(
+            cfg.store,
+            cfg.poll_interval,
+            compile=self._compile,
+            apply=self._apply,
+            filters=lambda loaded: len(loaded.compiled.filters),
+            emit=self._emit,
+            log=self.log,
+        )
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -480,18 +499,53 @@ class Engine:
             **d.counters.__dict__,
         }
 
-    def reload(self) -> bool:
+    def reload(self, source: str = "reload") -> bool:
         """SIGHUP: re-read everything and apply it whole, or keep the running configuration."""
         notify.reloading("reloading the store")
+        self.host.refresh()
+        ok = self.refresh_store(force=True, source=source)
+        notify.ready("running" if ok else "running (reload failed)")
+        return ok
+
+    def refresh_store(self, *, force: bool, source: str) -> bool:
+        return self.poller.refresh(self.now(), force=force, source=source)
+
+    def _poll_tick(self) -> None:
+        """The polling timer: apply the store if it changed (ipsecd.daemon.storepoll)."""
         try:
-            self.host.refresh()
-            loaded = self.sync(load_config, self.cfg, self.host)
-        except EngineError as exc:
-            self.log(f"reload refused, keeping the running configuration: {exc}")
-            notify.ready("running (reload failed)")
-            return False
-        # Keep what did not change (an SA re-created would restart its sequence numbers).
-        old_states, old_policies = self._config_states, self._config_policies
+            self.refresh_store(force=False, source="poll")
+        except Exception as exc:  # never a busy loop, never a dead timer
+            self.log(f"store poll failed: {type(exc).__name__}: {exc}")
+            self.poller.postpone(self.now())
+        finally:
+            self._schedule_poll()
+
+    def _schedule_poll(self) -> None:
+        if self._loop is not None and self._stop is not None and not self._stop.is_set():
+            self.poller.schedule(self._loop, self.now(), self._poll_tick)
+
+    def _compile(self, store: Store) -> Loaded:
+        loaded: Loaded = self.sync(compile_loaded, store, self.host)
+        return loaded
+
+    def _emit(self, event: Event) -> None:
+        if self.eventlog is not None:
+            self.eventlog.emit(event, datetime.datetime.now(datetime.UTC))
+
+    def _apply(self, loaded: Loaded) -> str | None:
+        """Install a compiled store; None, or why the kernel refused it (the old one stays)."""
+        # Keep what did not change (an SA re-created would restart its sequence numbers). What
+        # ipsecctl installed at run time and the store now holds too (xfrm --persist) counts as
+        # the configuration's own: kept or replaced, never added twice.
+        old_states, old_policies = list(self._config_states), list(self._config_policies)
+        known = {st.key() for st in old_states}
+        old_states += [
+            self.sadb.states[st.key()].state
+            for st in loaded.states
+            if st.key() not in known and st.key() in self.sadb.states
+        ]
+        wanted, known_p = {p.key() for p in loaded.policies}, {p.key() for p in old_policies}
+        old_policies += [p for p in self.sadb.policies if p.key() in wanted and p.key() not in known_p]
         same_states = {st.key() for st in old_states} & {st.key() for st in loaded.states}
         same_states = {
             k
@@ -510,9 +564,7 @@ class Engine:
             self._install_manual(gone, old_policies)
             if self.loaded is not None:
                 self.apply_kernel(self.loaded)
-            self.log(f"reload refused, keeping the running configuration: {exc}")
-            notify.ready("running (reload failed)")
-            return False
+            return str(exc)
         kept = {st.key(): st for st in old_states if st.key() in same_states}
         loaded.states = [kept.get(st.key(), st) for st in loaded.states]
         self.loaded = loaded
@@ -525,14 +577,18 @@ class Engine:
         else:  # keep queues, pending acquires, soft associations and counters
             self.router.set_policy(loaded.compiled.classifier, _soft_actions(loaded.store))
         self.log(f"reloaded: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters")
-        notify.ready("running")
-        return True
+        return None
 
     # --- life cycle ----------------------------------------------------------------------------
 
     async def run(self) -> int:
         cfg = self.cfg
-        loaded = self.sync(load_config, cfg, self.host)  # EngineError before anything changes
+        try:
+            files = read_store_contents(cfg.store)
+        except StoreError as exc:
+            raise EngineError(f"cannot load the store {cfg.store}:\n{exc}") from None
+        loaded = self.sync(load_config, cfg, self.host, files)  # EngineError before anything changes
+        self.poller.start(files, loaded.store, self.now())
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stop = asyncio.Event()
@@ -594,6 +650,7 @@ class Engine:
             f"backend {self._backend_name()}, pid {os.getpid()}"
         )
         notify.ready("running")
+        self._schedule_poll()
         try:
             await self._stop.wait()
         finally:
@@ -614,6 +671,7 @@ class Engine:
         assert self.router is not None
         oakley = OakleyLog(self.cfg.oakley_log or DEFAULT_OAKLEY_PATH)
         events = EventLog([JsonLinesSink(self.cfg.event_log)]) if self.cfg.event_log else None
+        self.eventlog = events
         self._log_files = (oakley, events) if events else (oakley,)
         self.ike = IkeManager(
             self.sadb,
@@ -656,7 +714,7 @@ class Engine:
         if set(self.sync(self.host.my_addresses)) == before:
             return  # e.g. an IPv6 address finished duplicate address detection: same "me"
         self.log("addresses changed: recompiling the policy")
-        self.reload()
+        self.reload(source="addresses")
 
     def _reload_signal(self) -> None:
         self.reload()
@@ -685,6 +743,7 @@ class Engine:
                 self._monitor.close()
             if self._recompile is not None:
                 self._recompile.cancel()
+        self.poller.cancel()
         if self.ike is not None:
             with contextlib.suppress(Exception):
                 self.ike.close()

@@ -1,6 +1,7 @@
 """The ``ipsecd`` command (console script ``ipsecd = ipsecd.daemon.main:main``).
 
     ipsecd --config STORE [--foreground] [--control PATH] [--tun NAME] [--flush-on-exit]
+           [--event-log PATH] [--poll-interval SECONDS]
     ipsecd --flush [--tun NAME]
 
 Runs the asyncio engine (``ipsecd.daemon.engine``) until SIGTERM/SIGINT. A bad store is reported
@@ -96,12 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="half-open IKEv2 SAs above which IKE_SA_INIT must carry a COOKIE (RFC 7296 2.6; default 10)",
     )
     parser.add_argument("--event-log", metavar="PATH", default=None, help="JSON-lines event log file")
+    parser.add_argument(
+        "--poll-interval",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="seconds between store polls (default: the assigned policy's pollinginterval; 0: off)",
+    )
     parser.add_argument("--version", action="version", version=f"ipsecd {__version__}")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.poll_interval is not None and args.poll_interval < 0:
+        print("ipsecd: --poll-interval must be 0 (off) or a number of seconds", file=sys.stderr)
+        return EXIT_CONFIG
     from ipsecd.daemon.engine import Engine, EngineConfig, EngineError, flush_all
 
     if args.flush:
@@ -128,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dpd_interval=args.dpd_interval,
         dpd_retries=args.dpd_retries,
         ike_cookie_threshold=args.ike_cookie_threshold,
+        poll_interval=args.poll_interval,
     )
     if args.control:
         cfg.control = Path(args.control)
