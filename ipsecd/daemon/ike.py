@@ -565,7 +565,7 @@ class IkeManager:
         )
 
     def _install(self, src: str, dst: str, params: SAParams, reqid: int = 0) -> tuple[int, int, Any]:
-        st = ManualState(_ip(src), _ip(dst), params, reqid)
+        st = ManualState(_ip(src), _ip(dst), params, reqid, negotiated=True)
         self.sadb.add_state(st, self.clock())
         return st.key()
 

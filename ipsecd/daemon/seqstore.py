@@ -49,6 +49,8 @@ class SeqStore:
         """Reserve another block for SAs running low; one write for all of them."""
         changed = False
         for sa in sas:
+            if sa.state.negotiated:
+                continue  # IKE keys: a restart negotiates new ones, nothing to reserve
             key = _key(sa.state)
             nxt = sa.next_seq
             if self.reserved.get(key, 0) - nxt < LOW_WATER:

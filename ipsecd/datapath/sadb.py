@@ -104,6 +104,9 @@ class ManualState:
     params: SAParams = field(repr=False)
     reqid: int = 0
     source: Any = field(default=None, compare=False, repr=False)  # the parsed ip-xfrm state
+    # Keys fresh from IKE: the SA starts at sequence number 1 and needs no reservation that
+    # survives a restart (a restarted daemon negotiates new keys), unlike a manual SA.
+    negotiated: bool = False
 
     def key(self) -> tuple[int, int, IPAddress]:
         return (int(self.params.protocol), self.params.spi, self.dst)
@@ -236,7 +239,7 @@ class SADatabase:
             raise SadbError(f"state {state.params.protocol.name} spi 0x{state.params.spi:08x} exists")
         direction = self.direction_of(state)
         seq = 1
-        if direction == Direction.OUTBOUND and self._initial_seq is not None:
+        if direction == Direction.OUTBOUND and self._initial_seq is not None and not state.negotiated:
             seq = self._initial_seq(state)
         transform = make_transform(state.params, direction, self.backend, now=now, initial_seq=seq)
         sa = InstalledSA(state, direction, transform, seq)
