@@ -108,6 +108,8 @@ def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
     assert log_a.count("IKEv1 Quick Mode sent") == 2 and log_a.count("IKEv1 Quick Mode received") == 1
     log_b = oak_b.read_text()
     assert "Main Mode SA established" in log_b and "role=responder" in log_b, log_b
+    # A plain link has no NAT: NAT-T is offered by both but not in use (it is, through the NAT router).
+    assert "natt=false" in log_a and "natt=true" not in log_a + log_b, log_a
     assert PSK not in log_a + log_b
     # The event log: one JSON object per line, main mode then quick mode established.
     names = [json.loads(line)["name"] for line in lab.scratch("a-events.jsonl").read_text().splitlines()]

@@ -561,7 +561,7 @@ class IkeManager:
             encryption=e.encryption,
             hash=e.hash,
             group=e.group,
-            natt=e.natt,
+            natt=e.natt and (e.nat_local or e.nat_peer),  # NAT-T in use: a NAT was detected
         )
 
     def _install(self, src: str, dst: str, params: SAParams, reqid: int = 0) -> tuple[int, int, Any]:
