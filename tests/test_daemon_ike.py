@@ -73,7 +73,7 @@ def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
     cap = p.a.capture(p.link.a_ifname)
     # The first ping raises the acquire; its packet waits in the queue for the SA.
     first = p.a.ping(B4, count=1, wait=5)
-    assert first.received == 1, first.output + da.proc.output()
+    assert first.received >= 1, first.output + da.proc.output()
     ra = p.a.ping(B4, count=3, interval=0.1)
     rb = p.b.ping(A4, count=3, interval=0.1)
     assert (ra.received, rb.received) == (3, 3), ra.output + rb.output
@@ -170,13 +170,17 @@ def test_kilobyte_soft_expiry_rekeys_under_traffic(lab: Lab) -> None:
 
 
 def test_two_daemons_ikev2_transport(lab: Lab) -> None:
-    """The same policy with ``ikeversion = 2``: IKE_SA_INIT/IKE_AUTH with USE_TRANSPORT_MODE."""
+    """The same policy with ``ikeversion = 2``: IKE_SA_INIT/IKE_AUTH with USE_TRANSPORT_MODE.
+
+    The filter action lists an ESP method IKEv2 cannot carry here (3DES, as in the built-in actions)
+    first: it is skipped, and the rule is negotiated with the next one."""
     p = two_hosts(lab)
-    da, oak_a = _daemon(lab, p.a, psk_store(B4, "ESP[AES128,SHA256]", "AES256-SHA256-14", ikeversion=2))
-    db, _ = _daemon(lab, p.b, psk_store(A4, "ESP[AES128,SHA256]", "AES256-SHA256-14", ikeversion=2))
+    qm = 'ESP[3DES,SHA1]", "ESP[AES128,SHA256]'
+    da, oak_a = _daemon(lab, p.a, psk_store(B4, qm, "AES256-SHA256-14", ikeversion=2))
+    db, _ = _daemon(lab, p.b, psk_store(A4, qm, "AES256-SHA256-14", ikeversion=2))
     cap = p.a.capture(p.link.a_ifname)
     first = p.a.ping(B4, count=1, wait=5)
-    assert first.received == 1, first.output + da.proc.output() + db.proc.output()
+    assert first.received >= 1, first.output + da.proc.output() + db.proc.output()
     assert p.b.ping(A4, count=3, interval=0.1).received == 3
     tcp_echo(p.a, p.b, B4)
     cap.stop()
@@ -265,7 +269,7 @@ def test_two_daemons_certificates(lab: Lab, ikeversion: int) -> None:
     da, oak_a = _daemon(lab, p.a, store("a", B4))
     db, _ = _daemon(lab, p.b, store("b", A4))
     first = p.a.ping(B4, count=1, wait=5)
-    assert first.received == 1, first.output + da.proc.output() + db.proc.output()
+    assert first.received >= 1, first.output + da.proc.output() + db.proc.output()
     assert p.b.ping(A4, count=2, interval=0.1).received == 2
     for d, peer_cn in ((da, "host b"), (db, "host a")):
         [mm] = _show(d, "mmsas")["mmsas"]

@@ -26,7 +26,7 @@ def test_transport_through_nat(lab: Lab) -> None:
     db = start_daemon(lab, t.right, store_text=psk_store(public), extra=("--oakley-log", str(oak_b)))
     cap = t.right.capture(t.outside.b_ifname)
     first = t.left.ping(RIGHT, count=1, wait=8)
-    assert first.received == 1, (
+    assert first.received >= 1, (
         first.output + da.proc.output() + db.proc.output() + oak.read_text() + oak_b.read_text()
     )
     ra = t.left.ping(RIGHT, count=3, interval=0.1)
@@ -67,7 +67,7 @@ def test_ah_esp_bundle_from_quick_mode(lab: Lab) -> None:
     db = start_daemon(lab, p.b, store_text=psk_store(A4, qm))
     cap = p.a.capture(p.link.a_ifname)
     first = p.a.ping(B4, count=1, wait=5)
-    assert first.received == 1, first.output + da.proc.output() + db.proc.output() + oak.read_text()
+    assert first.received >= 1, first.output + da.proc.output() + db.proc.output() + oak.read_text()
     ra = p.a.ping(B4, count=3, interval=0.1)
     rb = p.b.ping(A4, count=3, interval=0.1)
     assert (ra.received, rb.received) == (3, 3), ra.output + rb.output

@@ -111,7 +111,7 @@ def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: st
     cap = p.a.capture(p.link.a_ifname)
     if role == "initiator":
         first = p.a.ping(INNER_B, count=1, wait=8, src=INNER_A)
-        assert first.received == 1, first.output + d.proc.output() + charon.log_text()[-3000:]
+        assert first.received >= 1, first.output + d.proc.output() + charon.log_text()[-3000:]
     else:
         charon.initiate("t", "t")
         wait_until(lambda: len(d.status()["states"]) == 2, 10, what="ipsecd's SAs")
@@ -196,7 +196,7 @@ def test_ikev1_initiator_behind_nat_with_charon(lab: Lab) -> None:
     d = start_daemon(lab, t.left, store_text=store, extra=("--oakley-log", str(lab.scratch("oakley.log"))))
     cap = t.right.capture(t.outside.b_ifname)
     first = t.left.ping(INNER_B, count=1, wait=8, src=INNER_A)
-    assert first.received == 1, first.output + d.proc.output() + charon.log_text()[-3000:]
+    assert first.received >= 1, first.output + d.proc.output() + charon.log_text()[-3000:]
     sas = charon.list_sas()
     assert "TUNNEL-in-UDP" in sas and "198.51.100.1" in sas, sas  # charon sees the router's address
     ra = t.left.ping(INNER_B, count=3, interval=0.1, src=INNER_A)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -84,6 +85,10 @@ def _credentials(pick: RulePick) -> Credentials:
     return Credentials(local.key, local.cert.public_bytes(der), roots)
 
 
+M = TypeVar("M")
+T = TypeVar("T")
+
+
 class IkeV2Side:
     def __init__(self, mgr: IkeManager, now: float) -> None:
         self.mgr = mgr
@@ -97,6 +102,7 @@ class IkeV2Side:
         self.sas: dict[int, _Sa] = {}  # by id(session)
         self._picked: _Sa | None = None  # set by _config_for for the responder being created
         self.refused = 0
+        self._skipped: set[tuple[str, str]] = set()  # (rule, method) already logged as unusable
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -122,12 +128,15 @@ class IkeV2Side:
         fa = store.filteractions.get(pick.filteraction)
         if fa is None:
             return None
-        try:
-            ike = tuple(ike_from_mm(m) for m in pick.mm_methods)
-            pfs = (pick.mm_methods[0].group,) if fa.qmpfs else ()
-            esp = tuple(child_from_qm(q, pfs) for q in fa.qmsecmethods)
-        except ProposalError as exc:
-            self.mgr.log(f"IKEv2: {pick.label}: {exc}")
+        # Methods IKEv2 cannot express (AH, 3DES ESP, ...) are skipped, not fatal: the rule is
+        # negotiated with the rest, as an IKEv1 peer would be offered the whole list.
+        ike = self._usable(pick.label, pick.mm_methods, ike_from_mm)
+        pfs = (pick.mm_methods[0].group,) if fa.qmpfs and pick.mm_methods else ()
+        esp = self._usable(pick.label, fa.qmsecmethods, lambda q: child_from_qm(q, pfs))
+        if not ike or not esp:
+            self.mgr.log(
+                f"IKEv2: {pick.label}: no {'main' if not ike else 'quick'} mode method IKEv2 can use"
+            )
             return None
         policy = store.policies[pick.policy]
         life = min((q.lifetime_s for q in fa.qmsecmethods), default=3600)
@@ -146,6 +155,17 @@ class IkeV2Side:
             rekey_margin_s=float(life) * 0.1,
             dpd_interval_s=self.mgr.dpd_interval,
         )
+
+    def _usable(self, label: str, methods: Sequence[M], convert: Callable[[M], T]) -> tuple[T, ...]:
+        out: list[T] = []
+        for m in methods:
+            try:
+                out.append(convert(m))
+            except ProposalError as exc:
+                if (label, str(m)) not in self._skipped:
+                    self._skipped.add((label, str(m)))
+                    self.mgr.log(f"IKEv2: {label}: {exc}: skipped")
+        return tuple(out)
 
     def _config_for(self, local: tuple[str, int], remote: tuple[str, int]) -> SessionConfig | None:
         mgr = self.mgr
