@@ -94,3 +94,26 @@ def test_fastpath_runtime_xfrm(lab: Lab) -> None:
             d.call("xfrm", argv=["policy", "add", *words.split()])
         daemons.append(d)
     _traffic(p, daemons[0], daemons[1])
+
+
+_NO_EXTENSION = (
+    "import sys; sys.modules['ipsecd.datapath._fastpath'] = None  # the import fails: not built\n"
+    "from ipsecd.daemon.main import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.root
+def test_fastpath_unavailable_daemon_refuses(lab: Lab) -> None:
+    """--fastpath without the extension: exit status 1 with a clear error, and the capture (nft
+    table) stays in place as for any start-up failure: nothing goes out in clear."""
+    p = two_hosts(lab)
+    store = lab.scratch("a-store.toml")
+    store.write_text(xfrm_store("esp-gcm", "tunnel", True, A4, B4))
+    store.chmod(0o600)
+    argv = ["-c", _NO_EXTENSION, "--config", str(store), "--control", str(lab.scratch("a.sock"))]
+    argv += ["--foreground", "--state-dir", str(lab.scratch("a-state")), "--fastpath"]
+    proc = p.a.popen_python(argv, name="ipsecd-nofp")
+    assert proc.wait(20) == 1
+    assert "cannot set up the data path: --fastpath:" in proc.output()
+    assert "ready" not in proc.output()
+    p.a.run(["nft", "list", "table", "inet", "ipsecd"])  # raises if the table is gone

@@ -293,6 +293,8 @@ class Engine:
             for assoc in self.router.soft.values():
                 nft.add_soft_peer(assoc.peer)
         self.sync(capture.setup, self.cfg.tun, to_networks(loaded))
+        if self.fast is not None:  # the SA database changed: the fast path's tables follow
+            self.fast.sync()
 
     def _with_runtime_policies(self, loaded: Loaded) -> Loaded:
         """The loaded configuration with the policies installed at run time (ipsecctl xfrm)."""
@@ -301,8 +303,6 @@ class Engine:
     def refresh_kernel(self) -> None:
         if self.loaded is not None:
             self.apply_kernel(self.loaded)
-        if self.fast is not None:
-            self.fast.sync()
 
     def _install_manual(self, states: Sequence[ManualState], policies: Sequence[SecurityPolicy]) -> None:
         now = self.now()
