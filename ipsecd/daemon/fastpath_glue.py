@@ -72,6 +72,7 @@ class FastPathGlue:
         self.filters: list[fpmod.FastFilter] = []
         self.generation = -1
         self.acquire_dropped = 0
+        self.refused: set[tuple[int, int, Any]] = set()  # SAs add_sa refused: the router keeps them
         self.slow_packets = 0
         self._next_filter = 1
 
@@ -94,9 +95,13 @@ class FastPathGlue:
         for key in [k for k in self.handles if k not in wanted]:
             self.fp.remove_sa(self.handles.pop(key))
         for key, sa in wanted.items():
-            if key not in self.handles:
+            if key not in self.handles and key not in self.refused:
                 seq = sa.next_seq if sa.direction == Direction.OUTBOUND else 1
-                self.handles[key] = self.fp.add_sa(sa.state.params, sa.direction, initial_seq=seq)
+                try:
+                    self.handles[key] = self.fp.add_sa(sa.state.params, sa.direction, initial_seq=seq)
+                except (ValueError, RuntimeError, OSError):  # stays with the Python router
+                    self.refused.add(key)
+        self.refused &= set(wanted)
         self._sync_filters()
         self.generation = self.sadb.generation
 
@@ -199,6 +204,7 @@ class FastPathGlue:
             "filters": len(self.filters),
             "slow_packets": self.slow_packets,
             "acquire_dropped": self.acquire_dropped,
+            "refused_sas": len(self.refused),
         }
 
     def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
