@@ -1,6 +1,6 @@
 """Two ipsecd hosts with a manual-SA tunnel against the plain veth, in the same run (root).
 
-    python3 bench/tunnel.py [--seconds S] [--pings N] [--backend auto|native|python]
+    python3 bench/tunnel.py [--seconds S] [--pings N] [--backend auto|native|python] [--fastpath]
 
 Host a (192.0.2.1, inner 10.1.0.1) and host b (192.0.2.2, inner 10.2.0.1) run ipsecd with one
 tunnel-mode ESP SA per direction (AES-128-GCM, UDP-encapsulated on 4500) from the store's
@@ -11,7 +11,9 @@ addresses, not covered by any policy):
 - iperf3 UDP, 1360-byte payloads, unlimited rate, a -> b, S seconds (received rate and loss);
 - N pings at 10 ms intervals: RTT p50 / p90 / p99.
 
-Prints Gbit/s and milliseconds with the tunnel/plain ratios. Both daemons and iperf3 share the
+With ``--fastpath`` the daemons are then restarted with ``ipsecd --fastpath`` (same namespaces,
+same SAs) and the tunnel is measured again: a third column, the native fast path, next to the
+Python router's. Prints Gbit/s and milliseconds with the tunnel/plain ratios. Both daemons and iperf3 share the
 machine's CPUs: compare figures of one run only.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,6 +63,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--pings", type=int, default=200)
     ap.add_argument("--backend", choices=("auto", "native", "python"), default="auto")
+    ap.add_argument("--fastpath", action="store_true", help="also measure the daemons with --fastpath")
     args = ap.parse_args()
     with Lab() as lab:
         p = two_hosts(lab)
@@ -69,10 +73,21 @@ def main() -> int:
         # 1388-byte inner packets go unfragmented (the automatic MTU, 1372, allows for the worst case).
         extra = ("--backend", args.backend, "--tun-mtu", "1400")
         da = start_daemon(lab, p.a, store_text=xfrm_store("esp-gcm", "tunnel", True, A4, B4), extra=extra)
-        start_daemon(lab, p.b, store_text=xfrm_store("esp-gcm", "tunnel", True, B4, A4), extra=extra)
+        db = start_daemon(lab, p.b, store_text=xfrm_store("esp-gcm", "tunnel", True, B4, A4), extra=extra)
         backend = da.status()["states"][0]["backend"]
         results: dict[str, dict[str, float]] = {}
-        for name, dst, src in (("plain", B4, None), ("tunnel", INNER_B, INNER_A)):
+        cases = [("plain", B4, None), ("tunnel", INNER_B, INNER_A)]
+        if args.fastpath:
+            cases.append(("fastpath", INNER_B, INNER_A))
+        router: dict[str, int] = {}
+        fast: dict[str, Any] | None = None
+        for name, dst, src in cases:
+            if name == "fastpath":  # the same hosts again, the daemons restarted with --fastpath
+                router = da.status()["router"]
+                for d in (da, db):
+                    d.proc.stop()
+                da = start_daemon(lab, p.a, store=da.store, extra=(*extra, "--fastpath"))
+                db = start_daemon(lab, p.b, store=db.store, extra=(*extra, "--fastpath"))
             tcp, retr = _tcp(p.a, p.b, dst, args.seconds, src)
             udp, lost = _udp(p.a, p.b, dst, args.seconds, src)
             rtts = _pings(p.a, dst, args.pings, src)
@@ -87,10 +102,15 @@ def main() -> int:
                 "pings": len(rtts),
                 "mean": statistics.fmean(rtts) if rtts else float("nan"),
             }
-        router = da.status()["router"]
+        if args.fastpath:
+            fast = da.status()["fastpath"]
+        else:
+            router = da.status()["router"]
     plain, tun = results["plain"], results["tunnel"]
+    fp = results.get("fastpath")
     print(f"ipsecd tunnel (AES-128-GCM, ESP-in-UDP, tunnel mode), backend {backend}, {args.seconds:g} s runs")
-    print(f"{'':24}{'plain veth':>14}{'tunnel':>14}{'tunnel/plain':>14}")
+    head = f"{'':24}{'plain veth':>14}{'tunnel':>14}{'tunnel/plain':>14}"
+    print(head + (f"{'fastpath':>14}{'fast/plain':>14}{'fast/tunnel':>14}" if fp else ""))
     rows = [
         ("iperf3 TCP Gbit/s", "tcp", "{:.3f}"),
         ("  TCP retransmits", "retr", "{:.0f}"),
@@ -104,10 +124,24 @@ def main() -> int:
     for label, key, fmt in rows:
         a, b = plain[key], tun[key]
         ratio = f"{b / a:.3f}" if a else "-"
-        print(f"{label:24}{fmt.format(a):>14}{fmt.format(b):>14}{ratio:>14}")
+        line = f"{label:24}{fmt.format(a):>14}{fmt.format(b):>14}{ratio:>14}"
+        if fp:
+            c = fp[key]
+            line += (
+                f"{fmt.format(c):>14}{(f'{c / a:.3f}' if a else '-'):>14}{(f'{c / b:.3f}' if b else '-'):>14}"
+            )
+        print(line)
     print(
-        f"daemon a: {router['protected']} packets protected, {router['delivered']} delivered, looped {router['looped']}"
+        f"daemon a (Python router): {router['protected']} packets protected, {router['delivered']} delivered, "
+        f"looped {router['looped']}"
     )
+    if fast is not None:
+        print(f"daemon a --fastpath: {fast['features']}")
+        for sa in fast["sas"]:
+            cnt = sa["counters"] or {}
+            sent, got = cnt.get("packets_sent"), cnt.get("packets_received")
+            print(f"  SA {sa['spi']} -> {sa['dst']}: {sent} sent, {got} received")
+        print(f"  slow-path packets to the Python router: {fast['slow_packets']}")
     return 0
 
 

@@ -37,6 +37,7 @@ from typing import Any
 from ipsecd.daemon import notify
 from ipsecd.daemon import signals as daemon_signals
 from ipsecd.daemon.control import DEFAULT_SOCKET_PATH, ControlServer
+from ipsecd.daemon.fastpath_glue import FastPathGlue
 from ipsecd.daemon.ike import IkeManager
 from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
@@ -121,6 +122,7 @@ class EngineConfig:
     dpd_retries: int = 5  # unanswered IKEv1 DPD probes before the peer is declared dead
     ike_cookie_threshold: int = 10  # half-open IKEv2 SAs before IKE_SA_INIT needs a COOKIE (RFC 7296 2.6)
     poll_interval: float | None = None  # seconds between store polls; None: pollinginterval; 0: off
+    fastpath: bool = False  # --fastpath: tunnel-mode ESP-in-UDP SAs on ipsecd.datapath.fastpath
     log: Callable[[str], None] = field(
         default=lambda msg: print(f"ipsecd: {msg}", file=sys.stderr, flush=True)
     )
@@ -262,6 +264,7 @@ class Engine:
         self._monitor: ChangeMonitor | None = None
         self._recompile: asyncio.TimerHandle | None = None
         self.ike: IkeManager | None = None
+        self.fast: FastPathGlue | None = None
         self.eventlog: EventLog | None = None  # --event-log: IKE and policy events
         self.poller = StorePoller(
             cfg.store,
@@ -284,11 +287,14 @@ class Engine:
 
     def apply_kernel(self, loaded: Loaded) -> None:
         """nft table (one transaction) and the to-NET rules for tunnel destinations."""
-        nft.apply(nft.build_ruleset(nft_config(self.cfg.tun, self._with_runtime_policies(loaded))))
+        loaded = self._with_runtime_policies(loaded)  # ipsecctl xfrm policies: nft and to-NET rules
+        nft.apply(nft.build_ruleset(nft_config(self.cfg.tun, loaded)))
         if self.router is not None:  # the table was re-made: its soft-association sets too
             for assoc in self.router.soft.values():
                 nft.add_soft_peer(assoc.peer)
         self.sync(capture.setup, self.cfg.tun, to_networks(loaded))
+        if self.fast is not None:  # the SA database changed: the fast path's tables follow
+            self.fast.sync()
 
     def _with_runtime_policies(self, loaded: Loaded) -> Loaded:
         """The loaded configuration with the policies installed at run time (ipsecctl xfrm)."""
@@ -358,6 +364,15 @@ class Engine:
         if pkts:
             self._send(self.router.outbound(pkts, self.now()))
 
+    def _on_fast(self) -> None:
+        assert self.fast is not None and self.router is not None
+        self.callbacks["fastpath"] += 1
+        router = self.router
+        self.fast.on_event(
+            lambda pkts: self._send(router.outbound(pkts, self.now())),
+            lambda inbox: self.ike.receive(inbox, 4500) if self.ike is not None else None,
+        )
+
     def _on_raw4(self, name: str) -> None:
         assert self.router is not None
         got = self.sockets[name].recv_batch(BATCH)
@@ -419,6 +434,8 @@ class Engine:
             return
         now = self.now()
         try:
+            if self.fast is not None:
+                self.fast.sync()
             self._send(self.router.tick(now))
             outbound = []
             soft_spis: list[int] = []
@@ -429,7 +446,7 @@ class Engine:
                     if self.ike is not None and sa_event.kind is EventKind.SOFT_EXPIRED:
                         soft_spis.append(sa_event.spi)
                 if sa.direction == SaDirection.OUTBOUND:
-                    outbound.append(sa)
+                    outbound.append(self.fast.seq_view(sa) if self.fast and self.fast.owns(sa) else sa)
                 # Quick mode statistics of `ipsecctl dynamic show stats`: counter deltas.
                 counters = sa.transform.counters()
                 seen[id(sa)] = counters
@@ -484,6 +501,7 @@ class Engine:
             "sockets": {k: v.stats.__dict__ for k, v in self.sockets.items()},
             "ike": self.ike.status() if self.ike is not None else None,
             "ikev2": self._ikev2_status(),
+            "fastpath": self.fast.status() if self.fast is not None else None,
         }
 
     def _ikev2_status(self) -> dict[str, Any] | None:
@@ -604,8 +622,13 @@ class Engine:
             self.apply_kernel(loaded)
             self._open_sockets()
             self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)
+            if cfg.fastpath:  # fail closed: no fast path, no daemon (the capture stays in place)
+                self.fast = FastPathGlue(self.sadb, self.tun.fileno(), self.sockets["udp4"].fileno())
+                self.log(f"fast path: {self.fast.start()}")
         except (OSError, nft.NftError, ValueError, RuntimeError) as exc:
             # Whatever was installed stays (fail closed); the sockets and the device fd close.
+            if self.fast is not None:
+                self.fast.close()
             self._close_sockets()
             if self.tun is not None:
                 self.tun.close()
@@ -623,8 +646,13 @@ class Engine:
             if self.tun is not None:
                 self.tun.close()
             raise EngineError(f"cannot serve the control socket: {exc}") from None
-        loop.add_reader(self.tun.fileno(), self._on_tun)
+        if self.fast is None:
+            loop.add_reader(self.tun.fileno(), self._on_tun)
+        else:  # the fast path's threads read the TUN and UDP 4500 (IPv4); slow packets come back here
+            loop.add_reader(self.fast.fp.event_fd(), self._on_fast)
         for name in self.sockets:
+            if name == "udp4" and self.fast is not None:
+                continue
             if name.startswith(("esp", "ah")):
                 cb = self._on_raw4 if name.endswith("4") else self._on_raw6
                 loop.add_reader(self.sockets[name].fileno(), cb, name)
@@ -749,6 +777,8 @@ class Engine:
                 self.ike.close()
         if self.control is not None:
             await self.control.close()
+        if self.fast is not None:
+            self.fast.close(loop)
         self._close_sockets()
         if self.tun is not None:
             self.tun.close()

@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="half-open IKEv2 SAs above which IKE_SA_INIT must carry a COOKIE (RFC 7296 2.6; default 10)",
     )
+    parser.add_argument(
+        "--fastpath",
+        action="store_true",
+        help="carry tunnel-mode ESP-in-UDP SAs on the native fast path (refuses to start without it)",
+    )
     parser.add_argument("--event-log", metavar="PATH", default=None, help="JSON-lines event log file")
     parser.add_argument(
         "--poll-interval",
@@ -140,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dpd_retries=args.dpd_retries,
         ike_cookie_threshold=args.ike_cookie_threshold,
         poll_interval=args.poll_interval,
+        fastpath=args.fastpath,
     )
     if args.control:
         cfg.control = Path(args.control)
