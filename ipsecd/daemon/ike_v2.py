@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -255,6 +256,21 @@ class IkeV2Side:
             s.poll(self.mgr.clock())
         self.pump()
 
+    def prune(self, changed: Callable[[_Child], bool], log: Callable[[str], None]) -> None:
+        """A reload: an INFORMATIONAL Delete (RFC 7296 section 1.4.1) for each child ``changed``."""
+        for s in list(self.dispatcher.sessions):
+            sa = self.sas.get(id(s))
+            if sa is None:
+                continue
+            for spi, c in list(sa.children.items()):
+                if changed(c):
+                    log(
+                        f"IKEv2: reload: rule {sa.pick.label} changed: deleting SA 0x{spi:08x} with {sa.peer}"
+                    )
+                    s.delete_child(spi)
+            s.poll(self.mgr.clock())
+        self.pump()
+
     def close(self) -> None:
         for s in list(self.dispatcher.sessions):
             s.close()
@@ -376,6 +392,8 @@ class IkeV2Side:
             0,
             e.pfs_group,
             sa.mm_id,
+            str(lts.start),
+            str(rts.start),
         )
         if sa.local == "0.0.0.0" and e.inbound.tunnel is not None:
             sa.local = str(e.inbound.tunnel.dst)
