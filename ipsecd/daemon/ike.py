@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
-from ipsecd.daemon.ike_reload import RuleRef, rule_changed, rule_for
+from ipsecd.daemon.ike_reload import ChildInfo, RuleRef, _Child, rule_changed, rule_for
 from ipsecd.daemon.ike_trace import end_reason, message_line
 from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
@@ -61,39 +61,6 @@ def _local_for(peer: str) -> str:
     with socket.socket(fam, socket.SOCK_DGRAM) as s:
         s.connect((peer, IKE_PORT))
         return str(s.getsockname()[0])
-
-
-@dataclass
-class _Child:
-    """What we installed for one Quick Mode: the states' keys and the monitor record."""
-
-    qm_id: int
-    states: list[tuple[int, int, Any]]
-    inbound_spi: int
-    outbound_spi: int
-    filter: str
-    seen_in: int = 0  # inbound packets counted at the last tick
-    rule: RuleRef | None = None  # what it was negotiated under (a reload that changes it ends it)
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """What the monitor shows of a negotiated SA pair besides its SAParams."""
-
-    local_ts: str
-    remote_ts: str
-    protocol: int
-    sport: int
-    dport: int
-    esp_enc: str | None
-    esp_integ: str | None
-    ah: str | None
-    life_s: int
-    life_kb: int
-    pfs_group: int | None
-    mm_id: int | None
-    local_addr: str = ""  # the first address of each traffic selector (finds the pair's rule)
-    remote_addr: str = ""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Which negotiated SAs a store reload ends (docs/operations.md, "Reload").
+"""Negotiated SA pairs' bookkeeping, and which of them a store reload ends (docs/operations.md).
 
 A reload keeps an IKE-negotiated SA pair only when the rule it was negotiated under is still in
 the assigned policy with the same content: the rule itself, its filter list and its filter action
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from ipsecd.policy.classifier import CompiledPolicy
 from ipsecd.policy.model import Action, FilterAction, FilterList, Rule, Store
@@ -30,6 +31,39 @@ class RuleRef:
     @property
     def label(self) -> str:
         return f"{self.policy}/{self.rule}"
+
+
+@dataclass
+class _Child:
+    """What we installed for one Quick Mode: the states' keys and the monitor record."""
+
+    qm_id: int
+    states: list[tuple[int, int, Any]]
+    inbound_spi: int
+    outbound_spi: int
+    filter: str
+    seen_in: int = 0  # inbound packets counted at the last tick
+    rule: RuleRef | None = None  # what it was negotiated under (a reload that changes it ends it)
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """What the monitor shows of a negotiated SA pair besides its SAParams."""
+
+    local_ts: str
+    remote_ts: str
+    protocol: int
+    sport: int
+    dport: int
+    esp_enc: str | None
+    esp_integ: str | None
+    ah: str | None
+    life_s: int
+    life_kb: int
+    pfs_group: int | None
+    mm_id: int | None
+    local_addr: str = ""  # the first address of each traffic selector (finds the pair's rule)
+    remote_addr: str = ""
 
 
 def rule_for(

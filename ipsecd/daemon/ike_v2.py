@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ipsecd.daemon.ike_policy import RulePick, responder_auth
+from ipsecd.daemon.ike_reload import ChildInfo, _Child
 from ipsecd.daemon.monitor import MainModeSA
 from ipsecd.ike.certs import load_certificates, load_local_credential
 from ipsecd.ike.dh import DefaultDhProvider
@@ -35,7 +36,7 @@ from ipsecd.log import events as ev
 from ipsecd.policy.order import Direction, SpecificFilter
 
 if TYPE_CHECKING:
-    from ipsecd.daemon.ike import IkeManager, _Child
+    from ipsecd.daemon.ike import IkeManager
 
 NATT_PORT = 4500
 ID_DER_ASN1_DN = 9  # RFC 7296 section 3.5
@@ -376,8 +377,6 @@ class IkeV2Side:
         mgr.oakley_line("IKE SA established", peer=sa.peer, role=role, algorithms=e.algorithms, natt=e.natt)
 
     def _child_up(self, sa: _Sa, e: v2.ChildSaEstablished | v2.ChildSaRekeyed) -> None:
-        from ipsecd.daemon.ike import ChildInfo
-
         lts, rts = e.local_ts[0], e.remote_ts[0]
         info = ChildInfo(
             ", ".join(f"{t.start}-{t.end}" for t in e.local_ts),
