@@ -24,11 +24,16 @@ def test_watchdog_interval_from_the_environment() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
 
 
-def _collect(env: dict[str, str], rx: socket.socket, seconds: float) -> tuple[list[str], int]:
+def _status() -> str:
+    return "policy 'p': 2 SAs,\n1 IKE SAs"
+
+
+def _collect(
+    env: dict[str, str], rx: socket.socket, seconds: float, status_interval: float = STATUS_INTERVAL
+) -> tuple[list[str], int]:
     async def run() -> int:
-        pinger = ServicePinger(
-            asyncio.get_running_loop(), lambda: "policy 'p': 2 SAs,\n1 IKE SAs", environ=env
-        )
+        loop = asyncio.get_running_loop()
+        pinger = ServicePinger(loop, _status, environ=env, status_interval=status_interval)
         pinger.start()
         await asyncio.sleep(seconds)
         pinger.cancel()
@@ -62,8 +67,10 @@ def test_without_watchdog_only_status_and_without_systemd_nothing(tmp_path: Path
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
         rx.bind(path)
         got, sent = _collect({"NOTIFY_SOCKET": path}, rx, 0.2)
-    assert STATUS_INTERVAL > 1 and sent == 1  # the first STATUS= at once, the next much later
-    assert got == ["STATUS=policy 'p': 2 SAs, 1 IKE SAs"]
+        assert (got, sent) == ([], 0)  # READY=1 carried the first STATUS=; the next one in 30 s
+        got, sent = _collect({"NOTIFY_SOCKET": path}, rx, 0.5, status_interval=0.1)
+    assert STATUS_INTERVAL == 30.0
+    assert 3 <= sent <= 6 and got == ["STATUS=policy 'p': 2 SAs, 1 IKE SAs"] * sent, got
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
         rx.bind(str(tmp_path / "unused.sock"))
         got, sent = _collect({"WATCHDOG_USEC": "100000"}, rx, 0.2)

@@ -5,7 +5,7 @@ process meant to ping) and kills and restarts the service when no ``WATCHDOG=1``
 that time. ``ServicePinger`` sends ``WATCHDOG=1`` from the engine's event loop every half of it, so
 a wedged loop (not merely a live process) stops the pings; each ping carries ``STATUS=`` with the
 SA counts for ``systemctl status``. Without the watchdog it still refreshes ``STATUS=`` every
-``STATUS_INTERVAL`` seconds when ``$NOTIFY_SOCKET`` is set; with neither it does nothing.
+``status_interval`` seconds (``STATUS_INTERVAL``) when ``$NOTIFY_SOCKET`` is set; with neither it does nothing.
 """
 
 from __future__ import annotations
@@ -42,12 +42,14 @@ class ServicePinger:
         *,
         environ: Mapping[str, str] | None = None,
         log: Callable[[str], None] = lambda _msg: None,
+        status_interval: float = STATUS_INTERVAL,
     ) -> None:
         self.environ = os.environ if environ is None else environ
         self.loop = loop
         self.status = status
         self.log = log
         self.interval = watchdog_interval(self.environ)
+        self.status_interval = status_interval
         self.sent = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -56,8 +58,13 @@ class ServicePinger:
         return bool(self.environ.get("NOTIFY_SOCKET"))
 
     def start(self) -> None:
+        """The first message one interval after READY=1 (which carries its own STATUS=)."""
         if self.active:
-            self._fire()
+            self._schedule()
+
+    def _schedule(self) -> None:
+        delay = self.interval if self.interval is not None else self.status_interval
+        self._timer = self.loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         try:
@@ -69,8 +76,7 @@ class ServicePinger:
         except OSError as exc:  # systemd gone or the socket full: try again next time
             self.log(f"sd_notify failed: {exc}")
         finally:
-            delay = self.interval if self.interval is not None else STATUS_INTERVAL
-            self._timer = self.loop.call_later(delay, self._fire)
+            self._schedule()
 
     def cancel(self) -> None:
         if self._timer is not None:
