@@ -43,6 +43,7 @@ from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import EventChannel, Outgoing, Router, SoftAssociation
 from ipsecd.daemon.seqstore import SeqStore
 from ipsecd.daemon.storepoll import StorePoller, read_store_contents
+from ipsecd.daemon.watchdog import ServicePinger
 from ipsecd.daemon.xfrm import XfrmHandler, convert_policy, convert_state
 from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
@@ -504,6 +505,13 @@ class Engine:
             "fastpath": self.fast.status() if self.fast is not None else None,
         }
 
+    def _service_status(self) -> str:
+        """systemctl status's line: the policy, and the SAs in the data path and in IKE."""
+        ike = self.ike.status()["peers"].values() if self.ike is not None else []
+        mm = sum(p["ike_sas"] for p in ike) + (len(self.ike.v2.sas) if self.ike is not None else 0)
+        policy = self.loaded.compiled.policy if self.loaded else None
+        return f"policy {policy!r}: {len(self.sadb.states)} SAs, {mm} IKE SAs"
+
     def _ikev2_status(self) -> dict[str, Any] | None:
         """The IKEv2 dispatcher: sessions, half-open ones, and its counters (COOKIEs sent, ...)."""
         if self.ike is None:
@@ -678,10 +686,13 @@ class Engine:
             f"backend {self._backend_name()}, pid {os.getpid()}"
         )
         notify.ready("running")
+        pinger = ServicePinger(loop, self._service_status, log=self.log)  # WATCHDOG=1, STATUS=
+        pinger.start()
         self._schedule_poll()
         try:
             await self._stop.wait()
         finally:
+            pinger.cancel()
             notify.stopping()
             uninstall()
             await self.shutdown()

@@ -23,6 +23,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ipsecd.daemon.ike_policy import RulePick, initiator_rule, responder_auth, responder_lookup_for
+from ipsecd.daemon.ike_reload import ChildInfo, RuleRef, _Child, rule_changed, rule_for
 from ipsecd.daemon.ike_trace import end_reason, message_line
 from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
@@ -60,36 +61,6 @@ def _local_for(peer: str) -> str:
     with socket.socket(fam, socket.SOCK_DGRAM) as s:
         s.connect((peer, IKE_PORT))
         return str(s.getsockname()[0])
-
-
-@dataclass
-class _Child:
-    """What we installed for one Quick Mode: the states' keys and the monitor record."""
-
-    qm_id: int
-    states: list[tuple[int, int, Any]]
-    inbound_spi: int
-    outbound_spi: int
-    filter: str
-    seen_in: int = 0  # inbound packets counted at the last tick
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """What the monitor shows of a negotiated SA pair besides its SAParams."""
-
-    local_ts: str
-    remote_ts: str
-    protocol: int
-    sport: int
-    dport: int
-    esp_enc: str | None
-    esp_integ: str | None
-    ah: str | None
-    life_s: int
-    life_kb: int
-    pfs_group: int | None
-    mm_id: int | None
 
 
 @dataclass
@@ -150,7 +121,9 @@ class IkeManager:
     # --- set-up --------------------------------------------------------------------------------
 
     def set_policy(self, store: Store, compiled: CompiledPolicy) -> None:
-        self.store, self.compiled = store, compiled
+        old, self.store, self.compiled = self.store, store, compiled
+        if old is not None:
+            self.prune(old, store)
         if self.oakley is not None:
             self.oakley.set_enabled(store.settings.ikelogging)
 
@@ -181,6 +154,21 @@ class IkeManager:
                     with contextlib.suppress(Exception):
                         self._loop.remove_reader(s.fileno())
                 s.close()
+
+    def prune(self, old: Store, new: Store) -> None:
+        """After a reload: delete (DELETE to the peer) each negotiated pair whose rule changed or
+        vanished (``ipsecd.daemon.ike_reload``); the others keep running untouched."""
+        now = self.clock()
+        for p in list(self.peers.values()):
+            for spi, c in list(p.children.items()):
+                if c.rule is not None and rule_changed(old, new, c.rule):
+                    self.log(
+                        f"IKE: reload: rule {c.rule.label} changed: deleting SA 0x{spi:08x} with {p.peer}"
+                    )
+                    p.session.delete_child(spi, now)
+            self._pump(p)
+        self.v2.prune(lambda c: c.rule is not None and rule_changed(old, new, c.rule), self.log)
+        self._arm()
 
     # --- periodic: traffic, liveness; ipsecctl dynamic delete ---------------------------------
 
@@ -584,6 +572,8 @@ class IkeManager:
             e.life_kilobytes,
             e.pfs_group,
             next(iter(p.mm_ids.values()), None),
+            str(e.local_ts.first),
+            str(e.remote_ts.first),
         )
         ah = (e.ah_inbound, e.ah_outbound) if e.ah_inbound and e.ah_outbound else None
         if not self.install_child(p.children, p.local, p.peer, p.pick, e.inbound, e.outbound, child, ah):
@@ -628,8 +618,16 @@ class IkeManager:
             self.log(f"IKE: cannot install the SA with {peer}: {exc}")
             return False
         qm_id = self._id()
-        label = pick.label
-        children[inbound.spi] = _Child(qm_id, keys, inbound.spi, outbound.spi, label)
+        rule = rule_for(
+            self.compiled,
+            info.local_addr or local,
+            info.remote_addr or peer,
+            info.protocol,
+            info.sport,
+            info.dport,
+        ) or RuleRef(pick.policy, pick.rule, pick.filteraction)
+        label = rule.label
+        children[inbound.spi] = _Child(qm_id, keys, inbound.spi, outbound.spi, label, rule=rule)
         tunnel = inbound.mode == Mode.TUNNEL
         mode = "tunnel" if tunnel else "transport"
         self.monitor.add_qm_sa(
@@ -655,7 +653,7 @@ class IkeManager:
                 pfs_group=info.pfs_group,
                 udp_encap=inbound.encap is not None,
                 filter=label,
-                filteraction=pick.filteraction,
+                filteraction=rule.filteraction,
             )
         )
         self.monitor.count_qm("key_additions", len(keys))

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ipsecd.daemon.ike_policy import RulePick, responder_auth
+from ipsecd.daemon.ike_reload import ChildInfo, _Child
 from ipsecd.daemon.monitor import MainModeSA
 from ipsecd.ike.certs import load_certificates, load_local_credential
 from ipsecd.ike.dh import DefaultDhProvider
@@ -35,7 +36,7 @@ from ipsecd.log import events as ev
 from ipsecd.policy.order import Direction, SpecificFilter
 
 if TYPE_CHECKING:
-    from ipsecd.daemon.ike import IkeManager, _Child
+    from ipsecd.daemon.ike import IkeManager
 
 NATT_PORT = 4500
 ID_DER_ASN1_DN = 9  # RFC 7296 section 3.5
@@ -275,6 +276,21 @@ class IkeV2Side:
             s.poll(self.mgr.clock())
         self.pump()
 
+    def prune(self, changed: Callable[[_Child], bool], log: Callable[[str], None]) -> None:
+        """A reload: an INFORMATIONAL Delete (RFC 7296 section 1.4.1) for each child ``changed``."""
+        for s in list(self.dispatcher.sessions):
+            sa = self.sas.get(id(s))
+            if sa is None:
+                continue
+            for spi, c in list(sa.children.items()):
+                if changed(c):
+                    log(
+                        f"IKEv2: reload: rule {sa.pick.label} changed: deleting SA 0x{spi:08x} with {sa.peer}"
+                    )
+                    s.delete_child(spi)
+            s.poll(self.mgr.clock())
+        self.pump()
+
     def close(self) -> None:
         for s in list(self.dispatcher.sessions):
             s.close()
@@ -380,8 +396,6 @@ class IkeV2Side:
         mgr.oakley_line("IKE SA established", peer=sa.peer, role=role, algorithms=e.algorithms, natt=e.natt)
 
     def _child_up(self, sa: _Sa, e: v2.ChildSaEstablished | v2.ChildSaRekeyed) -> None:
-        from ipsecd.daemon.ike import ChildInfo
-
         lts, rts = e.local_ts[0], e.remote_ts[0]
         info = ChildInfo(
             ", ".join(f"{t.start}-{t.end}" for t in e.local_ts),
@@ -396,6 +410,8 @@ class IkeV2Side:
             0,
             e.pfs_group,
             sa.mm_id,
+            str(lts.start),
+            str(rts.start),
         )
         if sa.local == "0.0.0.0" and e.inbound.tunnel is not None:
             sa.local = str(e.inbound.tunnel.dst)
