@@ -96,7 +96,20 @@ class _Terminated(Exception):
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:
+    _ignore_further_signals()
     raise _Terminated(signal.Signals(signum).name)
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    _ignore_further_signals()
+    raise KeyboardInterrupt
+
+
+def _ignore_further_signals() -> None:
+    """The first signal unwinds into the cleanup; the ones that follow it (Ctrl-C reaches the whole
+    process group, and `timeout` forwards what it gets) must not interrupt that cleanup."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # --- the stores -----------------------------------------------------------------------------------
@@ -470,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if not is_root():
         print("demo: run as root (network namespaces, TUN devices, nftables)", file=sys.stderr)
         return 1
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGHUP, _raise_terminated)
     t0 = time.monotonic()
