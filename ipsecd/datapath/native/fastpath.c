@@ -18,6 +18,7 @@
 #include <linux/if.h>
 
 #include "fastpath.h"
+#include "pyconv.h"
 
 typedef struct {
     PyObject_HEAD
@@ -25,7 +26,6 @@ typedef struct {
 } FastPathObject;
 
 static const char *const stat_names[FP_NSTATS] = FP_STAT_NAMES;
-static const char *const counter_names[NAT_NCOUNTERS] = NAT_COUNTER_NAMES;
 
 static void wlock(struct fastpath *fp)
 {
@@ -109,47 +109,6 @@ static void FastPath_dealloc(FastPathObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int parse_selectors(PyObject *obj, struct nat_selector **out, size_t *n)
-{
-    Py_ssize_t i, count;
-    *out = NULL;
-    *n = 0;
-    if (!PyTuple_Check(obj)) {
-        PyErr_SetString(PyExc_TypeError, "selectors must be a tuple");
-        return -1;
-    }
-    count = PyTuple_GET_SIZE(obj);
-    if (count == 0)
-        return 0;
-    *out = calloc((size_t)count, sizeof(**out));
-    if (*out == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (i = 0; i < count; i++) {
-        struct nat_selector *s = &(*out)[i];
-        const char *src, *dst;
-        Py_ssize_t slen, dlen;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(obj, i), "iy#iy#iiIIII", &s->version, &src, &slen, &s->src_plen,
-                              &dst, &dlen, &s->dst_plen, &s->proto, &s->sp_lo, &s->sp_hi, &s->dp_lo,
-                              &s->dp_hi))
-            goto fail;
-        if (slen != 16 || dlen != 16 || s->src_plen < 0 || s->src_plen > 128 || s->dst_plen < 0
-            || s->dst_plen > 128) {
-            PyErr_SetString(PyExc_ValueError, "bad selector");
-            goto fail;
-        }
-        memcpy(s->src, src, 16);
-        memcpy(s->dst, dst, 16);
-    }
-    *n = (size_t)count;
-    return 0;
-fail:
-    free(*out);
-    *out = NULL;
-    return -1;
-}
-
 /* add_sa(outbound, config, encr_key, integ_key, iv_key, tunnel_src, tunnel_dst, selectors,
  *        peer_addr, peer_port) -> handle */
 static PyObject *FastPath_add_sa(FastPathObject *self, PyObject *args)
@@ -193,7 +152,7 @@ static PyObject *FastPath_add_sa(FastPathObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "an IPv6 peer needs an IPv6 (dual-stack) ESP socket");
         goto out;
     }
-    if (parse_selectors(sels_obj, &sels, &nsels) != 0)
+    if (nat_parse_selectors(sels_obj, &sels, &nsels) != 0)
         goto out;
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
@@ -580,7 +539,7 @@ static PyObject *FastPath_sa_counters(FastPathObject *self, PyObject *args)
     unsigned int h;
     uint64_t c[NAT_NCOUNTERS];
     uint64_t next_seq = 0, top = 0;
-    int expired = 0, found = 0, i;
+    int expired = 0, found = 0;
     struct fp_sa *s;
     PyObject *d;
     if (!PyArg_ParseTuple(args, "I", &h) || check_open(self) != 0)
@@ -597,16 +556,7 @@ static PyObject *FastPath_sa_counters(FastPathObject *self, PyObject *args)
     pthread_rwlock_unlock(&self->fp->lock);
     if (!found)
         Py_RETURN_NONE;
-    d = PyDict_New();
-    for (i = 0; d != NULL && i < NAT_NCOUNTERS; i++) {
-        PyObject *x = PyLong_FromUnsignedLongLong(c[i]);
-        if (x == NULL || PyDict_SetItemString(d, counter_names[i], x) != 0) {
-            Py_XDECREF(x);
-            Py_DECREF(d);
-            return NULL;
-        }
-        Py_DECREF(x);
-    }
+    d = nat_counters_dict(c);
     if (d == NULL)
         return NULL;
     return Py_BuildValue("(NKKi)", d, (unsigned long long)next_seq, (unsigned long long)top, expired);

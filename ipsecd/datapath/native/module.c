@@ -8,12 +8,14 @@
 #include <Python.h>
 #include <pythread.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
 #include "ipsec_native.h"
 #include "sa.h"
+#include "pyconv.h"
 #include "rsa.h"
 
 typedef struct {
@@ -31,51 +33,6 @@ static void sa_wipe(SaObject *self)
         nat_sa_free(&self->sa);
         self->ready = 0;
     }
-}
-
-static int parse_selectors(PyObject *obj, struct nat_selector **out, size_t *n)
-{
-    /* A tuple of (version, src 16 bytes, src prefix, dst 16 bytes, dst prefix, protocol,
-     * sport lo, sport hi, dport lo, dport hi). */
-    Py_ssize_t i, count;
-    *out = NULL;
-    *n = 0;
-    if (obj == NULL || obj == Py_None)
-        return 0;
-    if (!PyTuple_Check(obj)) {
-        PyErr_SetString(PyExc_TypeError, "selectors must be a tuple");
-        return -1;
-    }
-    count = PyTuple_GET_SIZE(obj);
-    if (count == 0)
-        return 0;
-    *out = PyMem_Calloc((size_t)count, sizeof(**out));
-    if (*out == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (i = 0; i < count; i++) {
-        struct nat_selector *s = &(*out)[i];
-        const char *src, *dst;
-        Py_ssize_t slen, dlen;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(obj, i), "iy#iy#iiIIII", &s->version, &src, &slen, &s->src_plen,
-                              &dst, &dlen, &s->dst_plen, &s->proto, &s->sp_lo, &s->sp_hi, &s->dp_lo,
-                              &s->dp_hi))
-            goto fail;
-        if (slen != 16 || dlen != 16 || s->src_plen < 0 || s->src_plen > 128 || s->dst_plen < 0
-            || s->dst_plen > 128) {
-            PyErr_SetString(PyExc_ValueError, "bad selector");
-            goto fail;
-        }
-        memcpy(s->src, src, 16);
-        memcpy(s->dst, dst, 16);
-    }
-    *n = (size_t)count;
-    return 0;
-fail:
-    PyMem_Free(*out);
-    *out = NULL;
-    return -1;
 }
 
 static int Sa_init(SaObject *self, PyObject *args, PyObject *kwds)
@@ -110,7 +67,7 @@ static int Sa_init(SaObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "tunnel addresses must be 16 bytes (IPv4 left-aligned)");
         goto out;
     }
-    if (parse_selectors(sels_obj, &sels, &nsels) != 0)
+    if (nat_parse_selectors(sels_obj, &sels, &nsels) != 0)
         goto out;
     if (self->lock == NULL) {
         self->lock = PyThread_allocate_lock();
@@ -128,7 +85,7 @@ static int Sa_init(SaObject *self, PyObject *args, PyObject *kwds)
     }
     self->ready = 1;
 out:
-    PyMem_Free(sels);
+    free(sels);
     PyBuffer_Release(&ekv);
     PyBuffer_Release(&ikv);
     PyBuffer_Release(&ivv);
@@ -287,31 +244,17 @@ static PyObject *Sa_unprotect(SaObject *self, PyObject *packets)
 
 static PyObject *Sa_counters(SaObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *d = PyDict_New();
     uint64_t snap[NAT_NCOUNTERS];
-    int i;
     if (self->lock == NULL) {
         PyErr_SetString(PyExc_ValueError, "the SA is not initialised");
-        Py_XDECREF(d);
         return NULL;
     }
-    if (d == NULL)
-        return NULL;
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     memcpy(snap, self->sa.counters, sizeof(snap));
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
-    for (i = 0; i < NAT_NCOUNTERS; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(snap[i]);
-        if (v == NULL || PyDict_SetItemString(d, counter_names[i], v) != 0) {
-            Py_XDECREF(v);
-            Py_DECREF(d);
-            return NULL;
-        }
-        Py_DECREF(v);
-    }
-    return d;
+    return nat_counters_dict(snap);
 }
 
 static PyObject *Sa_state(SaObject *self, PyObject *Py_UNUSED(ignored))
