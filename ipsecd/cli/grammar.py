@@ -82,6 +82,7 @@ _RULE = {
     "psk": T.AUTH,
     "rootca": T.AUTH,
     "ikeversion": T.IKEVERSION,
+    "forceencap": T.BOOL,  # ipsecd extension: UDP-encapsulated ESP without a NAT (docs/store.md)
 }
 _DEFAULTRULE = {"policy": T.STR, "activate": T.BOOL, "kerberos": T.AUTH, "psk": T.AUTH, "rootca": T.AUTH}
 _MATCH = {

@@ -95,6 +95,7 @@ def rule_json(r: Rule, policy: str) -> dict[str, Any]:
         "conntype": r.conntype.value,
         "activate": r.active,
         "ikeversion": r.ikeversion,
+        "forceencap": r.forceencap,
     }
 
 
@@ -212,6 +213,7 @@ def rule_text(r: Rule, policy: str) -> list[str]:
     out.append(_field("conntype", r.conntype.value))
     out.append(_field("activate", _yn(r.active)))
     out.append(_field("ikeversion", r.ikeversion))
+    out.append(_field("forceencap", _yn(r.forceencap)))
     return out
 
 

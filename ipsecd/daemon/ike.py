@@ -353,6 +353,7 @@ class IkeManager:
             dpd_interval=self.dpd_interval,
             dpd_retries=self.dpd_retries,
             cert=cert,
+            force_nat=pick.forceencap,  # RFC 3947 section 3.2: a NAT-D hash of another port
         )
         session = IkeV1Session(cfg, rng=os.urandom, dh=DefaultDhProvider(os.urandom), now=now)
         p = _Peer(session, local_ip, peer_ip, pick)

@@ -32,6 +32,7 @@ class RulePick:
     ikeversion: int = 1
     default_response: bool = False
     cert: AuthMethod | None = None  # a ``cert`` method with our certificate and key, when no PSK
+    forceencap: bool = False  # the rule's ``forceencap``: fake our NAT-D hash (docs/daemon-ike.md)
 
     @property
     def usable(self) -> bool:
@@ -69,7 +70,16 @@ def _mm(policy: Policy) -> tuple[MmSecMethod, ...]:
 def _pick(policy: Policy, rule: Rule) -> RulePick:
     psk = _psk(rule.auth)
     cert = None if psk is not None else _cert(rule.auth)
-    return RulePick(policy.name, rule.name, rule.filteraction, _mm(policy), psk, rule.ikeversion, cert=cert)
+    return RulePick(
+        policy.name,
+        rule.name,
+        rule.filteraction,
+        _mm(policy),
+        psk,
+        rule.ikeversion,
+        cert=cert,
+        forceencap=rule.forceencap,
+    )
 
 
 def initiator_rule(store: Store, sf: SpecificFilter) -> RulePick | None:

@@ -155,6 +155,7 @@ class IkeV2Side:
             child_rekey_s=float(life) * 0.9,
             rekey_margin_s=float(life) * 0.1,
             dpd_interval_s=self.mgr.dpd_interval,
+            force_encap=pick.forceencap,  # RFC 7296 section 2.23: a faked NAT_DETECTION_SOURCE_IP
         )
 
     def _usable(self, label: str, methods: Sequence[M], convert: Callable[[M], T]) -> tuple[T, ...]:

@@ -122,6 +122,8 @@ def _rule(p: Policy, r: Rule) -> str:
         params.append(("activate", False))
     if r.ikeversion != 1:
         params.append(("ikeversion", r.ikeversion))
+    if r.forceencap:
+        params.append(("forceencap", True))
     return _command(["add", "rule"], params + _auth_params(r.auth))
 
 

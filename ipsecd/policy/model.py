@@ -265,6 +265,9 @@ class Rule:
     description: str = ""
     ikeversion: int = 1
     origin: Origin = field(default=Origin(), compare=False)
+    # ipsecd extension (no Windows rule setting): UDP-encapsulated ESP even without a NAT, by
+    # faking our NAT detection hash (RFC 3947 section 3.2, RFC 7296 section 2.23). docs/store.md.
+    forceencap: bool = False
 
 
 DEFAULT_MM_METHODS_TEXT = ("3DES-SHA1-2", "3DES-MD5-2", "3DES-SHA1-1", "3DES-MD5-1")

@@ -44,6 +44,7 @@ RULE_SCALAR_KEYS = (
     "conntype",
     "activate",
     "ikeversion",
+    "forceencap",
 )
 RULE_KEYS = (*RULE_SCALAR_KEYS, "auth")
 AUTH_KEYS = ("method", "psk", "rootca", "certmap", "cert", "key")

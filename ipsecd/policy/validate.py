@@ -673,11 +673,22 @@ class Validator:
             elif v is not None:
                 ikeversion = v
         active = self.get_bool(f, path, t, "activate", True)
+        forceencap = self.get_bool(f, path, t, "forceencap", False)
         description = self.get_str(f, path, t, "description") or ""
         if name is None or fl is None or fa is None:
             return None
         return Rule(
-            name, fl, fa, auth, tunnel, conntype, active, description, ikeversion, self.origin(f, path)
+            name,
+            fl,
+            fa,
+            auth,
+            tunnel,
+            conntype,
+            active,
+            description,
+            ikeversion,
+            self.origin(f, path),
+            forceencap=forceencap,
         )
 
     def builtinauth(self, f: _File, path: str, t: dict[str, Any]) -> None:
