@@ -366,6 +366,7 @@ RULE_KEYS = {
     "conntype",
     "activate",
     "ikeversion",
+    "forceencap",
 }
 POLICY_KEYS = {
     "name",

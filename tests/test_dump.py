@@ -215,6 +215,8 @@ def stores(draw: st.DrawFn) -> str:
             r["activate"] = draw(st.booleans())
             r["ikeversion"] = draw(st.sampled_from([1, 2]))
             if draw(st.booleans()):
+                r["forceencap"] = draw(st.booleans())
+            if draw(st.booleans()):
                 r["description"] = draw(NAME)
             rules.append(r)
         if rules:
