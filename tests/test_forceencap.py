@@ -19,6 +19,7 @@ from cli_helpers import build_store, cli, ok
 
 from ipsecd.daemon import ike as ike_mod
 from ipsecd.daemon.ike import IkeManager
+from ipsecd.daemon.ike_reload import RuleRef, rule_changed
 from ipsecd.daemon.monitor import MonitorState
 from ipsecd.daemon.router import Acquire, Router
 from ipsecd.datapath.sadb import SADatabase
@@ -237,6 +238,11 @@ def test_default_false_and_validated() -> None:
         parse_store_texts([("ipsecd.toml", tunnel_store(A, B, NET_A, NET_B, 2, True))]).policies["p"].rules
     )
     assert [r.forceencap for r in rules] == [True, True]
+    # A reload that only flips the key changes the rule: its negotiated SAs are deleted.
+    off = parse_store_texts([("ipsecd.toml", tunnel_store(A, B, NET_A, NET_B, 2, False))])
+    on = parse_store_texts([("ipsecd.toml", tunnel_store(A, B, NET_A, NET_B, 2, True))])
+    ref = RuleRef("p", "out", "gcm")
+    assert rule_changed(off, on, ref) and not rule_changed(on, on, ref)
 
 
 def test_cli_set_show_json_and_dump_round_trip(tmp_path: Path) -> None:
