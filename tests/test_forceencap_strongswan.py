@@ -1,5 +1,6 @@
-"""``forceencap`` against strongSwan's charon (root): ipsecd on host a initiates to charon on host b,
-with no NAT between them, with IKEv1 (RFC 3947 NAT-D) and IKEv2 (RFC 7296 section 2.23).
+"""``forceencap`` against strongSwan's charon (root): ipsecd on host a initiates to charon on host b
+(and answers charon initiating), no NAT between them, with IKEv1 (RFC 3947 NAT-D) and IKEv2 (RFC
+7296 section 2.23).
 
 charon's connection says ``encap = no``, so charon does not ask for UDP encapsulation in its
 configuration; but its kernel-libipsec data path needs ESP in UDP and makes charon fake its own
@@ -16,7 +17,7 @@ import pytest
 
 from tests import strongswan
 from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon
-from tests.netns import Lab, two_hosts
+from tests.netns import Lab, two_hosts, wait_until
 from tests.test_daemon_ike import _show
 from tests.test_daemon_ike_strongswan import A_NET, B_NET, PSK, tunnel_store
 
@@ -41,9 +42,12 @@ def forced_store(version: int, mm: str, force: bool) -> str:
     return store
 
 
+@pytest.mark.parametrize("role", ["initiator", "responder"])
 @pytest.mark.parametrize("force", [True, False], ids=["forceencap", "control"])
 @pytest.mark.parametrize(("version", "mm", "ike"), VERSIONS, ids=["ikev1", "ikev2"])
-def test_forceencap_initiator_with_charon(lab: Lab, version: int, mm: str, ike: str, force: bool) -> None:
+def test_forceencap_with_charon(lab: Lab, version: int, mm: str, ike: str, force: bool, role: str) -> None:
+    """``role``: ours. As responder, the rule is picked by charon's address at its first message,
+    so our answer already carries the faked NAT-D."""
     p = two_hosts(lab)
     p.a.add_address("lo", f"{INNER_A}/32")
     p.b.add_address("lo", f"{INNER_B}/32")
@@ -68,8 +72,12 @@ def test_forceencap_initiator_with_charon(lab: Lab, version: int, mm: str, ike: 
         lab, p.a, store_text=forced_store(version, mm, force), extra=("--oakley-log", str(oakley))
     )
     cap = p.a.capture(p.link.a_ifname)
-    first = p.a.ping(INNER_B, count=1, wait=8, src=INNER_A)
-    assert first.received >= 1, first.output + d.proc.output() + charon.log_text()[-3000:]
+    if role == "initiator":
+        first = p.a.ping(INNER_B, count=1, wait=8, src=INNER_A)
+        assert first.received >= 1, first.output + d.proc.output() + charon.log_text()[-3000:]
+    else:
+        charon.initiate("t", "t")
+        wait_until(lambda: len(d.status()["states"]) == 2, 10, what="ipsecd's SAs")
     assert charon.established("t", "t"), charon.list_sas()
     sas = charon.list_sas()
     assert "TUNNEL-in-UDP" in sas and "AES_GCM_16-128" in sas, sas
@@ -88,4 +96,6 @@ def test_forceencap_initiator_with_charon(lab: Lab, version: int, mm: str, ike: 
     assert all(s["encap"] == [4500, 4500] and s["mode"] == "tunnel" for s in st["states"]), st["states"]
     qm_rows = _show(d, "qmsas")["qmsas"]
     assert len(qm_rows) == 1 and qm_rows[0]["udp_encap"] is True, qm_rows
+    [mm_row] = _show(d, "mmsas")["mmsas"]
+    assert (mm_row["role"], mm_row["ike_version"], mm_row["local_port"]) == (role, version, 4500), mm_row
     assert PSK not in oakley.read_text()
