@@ -17,10 +17,12 @@ from typing import Any
 import pytest
 from cli_helpers import build_store, cli, ok
 
+from ipsecd.cli.dynamic_render import rules_text
 from ipsecd.daemon import ike as ike_mod
 from ipsecd.daemon.ike import IkeManager
 from ipsecd.daemon.ike_reload import RuleRef, rule_changed
 from ipsecd.daemon.monitor import MonitorState
+from ipsecd.daemon.monitor_views import rule_views
 from ipsecd.daemon.router import Acquire, Router
 from ipsecd.datapath.sadb import SADatabase
 from ipsecd.ikev1 import events as v1
@@ -328,3 +330,14 @@ def test_example_stores_negotiate_with_each_other(monkeypatch: pytest.MonkeyPatc
         assert len(states) == 2 and all(
             p.encap is not None and p.enc_alg.name == "ENCR_AES_GCM_16" for p in states
         )
+
+
+def test_dynamic_rule_view_shows_forceencap() -> None:
+    """``ipsecctl dynamic show rule``: the JSON key, and a text line only for a forcing rule."""
+    for force in (True, False):
+        store = parse_store_texts([("ipsecd.toml", tunnel_store(A, B, NET_A, NET_B, 2, force))])
+        compiled = compile_store(store, StaticHost(addresses=(ipaddress.ip_address(A),)))
+        rows = rule_views(store, compiled)
+        assert [r["forceencap"] for r in rows] == [force, force]
+        lines = [x for x in rules_text(rows) if x.startswith("UDP Encapsulation")]
+        assert len(lines) == (2 if force else 0) and all("forced" in x for x in lines), lines

@@ -263,6 +263,7 @@ def rules_text(rows: Sequence[View]) -> list[str]:
             _kv("Connection Type", r["conntype"].upper()),
             _kv("Authentication Methods", _auth_list(r["auth"])),
             _kv("IKE Version", f"IKEv{r['ikeversion']}"),
+            *([_kv("UDP Encapsulation", "forced (forceencap)")] if r.get("forceencap") else []),
             _kv("Filters", f"{r['generic_filters']} generic, {r['specific_filters']} specific"),
         ]
     return out

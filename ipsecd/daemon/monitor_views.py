@@ -206,6 +206,7 @@ def rule_views(store: Store, compiled: CompiledPolicy) -> list[View]:
             "conntype": rule.conntype.value,
             "auth": [auth_view(a) for a in rule.auth],
             "ikeversion": rule.ikeversion,
+            "forceencap": rule.forceencap,
             "filters": [
                 {
                     "srcaddr": str(f.src),
