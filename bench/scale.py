@@ -2,7 +2,7 @@
 K active tunnels, in one run (root).
 
     python3 bench/scale.py [--sas 10000] [--tunnels 1000] [--seconds 5] [--warmup 1] [--burst 64]
-                           [--repeat 1] [--skip-tables] [--skip-throughput]
+                           [--repeat 3] [--skip-tables] [--skip-throughput]
 
 1. Tables, in process (no namespaces): install --sas SAs (half outbound, half inbound) and as many
    /32 filters in one `FastPath` with its threads running, then remove them. Printed: the seconds,
@@ -26,6 +26,8 @@ K active tunnels, in one run (root).
      K inst, 1 active K installed, traffic to one (what bigger tables alone cost)
      K tunnels burst  K installed, K active, --burst packets per tunnel in a row (what batching
                       per SA recovers)
+   Each setup runs --repeat times (rounds interleaved, a fresh pair of namespaces each time); the
+   best round per setup counts, since other jobs on the host only ever slow a run down.
    What bounds the figure: CPU. a's injecting thread (encrypt + send, including the kernel's veth
    and UDP receive work it triggers for b) and b's RX thread (decrypt + TUN write + the kernel's
    TUN receive) share 2 vCPUs with each other and whatever else runs on the host. With one tunnel,
@@ -46,6 +48,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -342,12 +345,19 @@ def print_rates(rates: list[Rate]) -> None:
         )
 
 
-def goal_line(ref: Rate, many: Rate) -> None:
+def best_of(rounds: list[list[Rate]]) -> list[Rate]:
+    """Per setup, the round that delivered most (other jobs on the host only ever slow a run down)."""
+    return [max(runs, key=lambda r: r.pps) for runs in zip(*rounds, strict=True)]
+
+
+def goal_line(ref: Rate, many: Rate, rounds: list[list[Rate]]) -> None:
     ratio = ref.pps / many.pps if many.pps else float("inf")
+    cpu = statistics.median(rs[1].cpu_us_per_packet / rs[0].cpu_us_per_packet for rs in rounds)
     print(
-        f"goal: {many.active} active tunnels deliver {many.gbps:.3f} Gbit/s against {ref.gbps:.3f} with 1:"
-        f" 1 / {many.active} = {ratio:.2f}x, goal <= {RATIO_GOAL}x: {'PASS' if ratio <= RATIO_GOAL else 'FAIL'}"
-        f" (CPU per packet {many.cpu_us_per_packet / ref.cpu_us_per_packet:.2f}x)"
+        f"goal: {many.active} active tunnels deliver {many.gbps:.3f} Gbit/s against {ref.gbps:.3f} with 1 (best of"
+        f" {len(rounds)}): 1 tunnel / {many.active} tunnels = {ratio:.2f}x, goal <= {RATIO_GOAL}x:"
+        f" {'PASS' if ratio <= RATIO_GOAL else 'FAIL'}; CPU us per packet {many.active} / 1 tunnel (median of"
+        f" rounds) {cpu:.2f}x"
     )
 
 
@@ -360,7 +370,9 @@ def main() -> int:
     p.add_argument(
         "--burst", type=int, default=64, help="packets per tunnel in a row for the burst setup (0: skip)"
     )
-    p.add_argument("--repeat", type=int, default=1, help="run the setups this many times, interleaved")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="rounds of all setups (the best round per setup counts)"
+    )
     p.add_argument("--skip-tables", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
@@ -387,14 +399,18 @@ def main() -> int:
         f" after {args.warmup:g} s warm-up ...",
         flush=True,
     )
+    rounds: list[list[Rate]] = []
     for rep in range(args.repeat):
-        rates = []
-        for name, installed, active, burst in setups:
-            rates.append(run_rate(name, installed, active, burst, args))
-        if args.repeat > 1:
-            print(f"\nround {rep + 1}:")
-        print_rates(rates)
-        goal_line(rates[0], rates[1])
+        rounds.append(
+            [run_rate(name, installed, active, burst, args) for name, installed, active, burst in setups]
+        )
+        print(f"\nround {rep + 1} of {args.repeat}:")
+        print_rates(rounds[-1])
+    best = best_of(rounds)
+    if args.repeat > 1:
+        print(f"\nbest of {args.repeat} rounds per setup:")
+        print_rates(best)
+    goal_line(best[0], best[1], rounds)
     return 0
 
 
