@@ -205,10 +205,10 @@ def run_fast(a: argparse.Namespace, out_p: SAParams, in_p: SAParams) -> dict[str
         tunnels = tunnel_set(a.tunnels, a.side, *((a.local, a.peer) if a.side == "a" else (a.peer, a.local)))
     else:
         tunnels = [Tunnel(out_p, in_p, ip_network(a.local_net), ip_network(a.remote_net))]
-    for i, t in enumerate(tunnels):
-        oh = fp.add_sa(t.out_sa, Direction.OUTBOUND)
-        fp.add_sa(t.in_sa, Direction.INBOUND)
-        fp.add_filter(FastFilter(i + 1, 100, t.local, t.remote, Action.PROTECT, sa=oh))
+    for i, tn in enumerate(tunnels):
+        oh = fp.add_sa(tn.out_sa, Direction.OUTBOUND)
+        fp.add_sa(tn.in_sa, Direction.INBOUND)
+        fp.add_filter(FastFilter(i + 1, 100, tn.local, tn.remote, Action.PROTECT, sa=oh))
     _route(tun.name, a)
     fp.start()
     print(f"ready mode=fast tun={tun.name} tunnels={len(tunnels)} {fp.features().describe()}", flush=True)
