@@ -14,32 +14,27 @@ Gbit/s, retransmits, RTT p50/p99, and CPU seconds per gigabit of the tunnel proc
 stime from /proc/PID/stat; the kernel's softirq work on the veth is not in it). Then the ratios.
 
 Then, in process (no namespaces), the time to install and remove --sas SAs and as many filters
-in the fast path's tables, and the table entry sizes.
+in the fast path's tables, and the table entry sizes (bench/scale.py: install_remove, print_tables).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import socket
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.scale import cpu_seconds, install_remove, print_tables
 from ipsecd.datapath import fastpath as fpmod
-from ipsecd.datapath.fastpath import Action, FastFilter, FastPath
-from ipsecd.datapath.sa import Direction, EncAlg, IntegAlg, Mode, Protocol, SAParams, TunnelAddrs, UdpEncap
 from tests import netns, strongswan
 from tests.fastpath_peer import A_INNER, B_INNER, start_pair
 
-CLK = os.sysconf("SC_CLK_TCK")
 UDP_LEN = 1360
 
 
@@ -57,17 +52,6 @@ class Result:
     rtt_p50: float = 0.0
     rtt_p99: float = 0.0
     rtt_loss: float = 0.0
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / CLK
 
 
 def measure(
@@ -218,60 +202,6 @@ def run_echo(args: argparse.Namespace) -> tuple[float, float]:
         return statistics.median(rtts), rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
 
 
-def _sa(spi: int, n: int) -> SAParams:
-    return SAParams(
-        spi=spi,
-        protocol=Protocol.ESP,
-        mode=Mode.TUNNEL,
-        enc_alg=EncAlg.ENCR_AES_GCM_16,
-        enc_key=n.to_bytes(4, "big") * 5,
-        integ_alg=IntegAlg.NONE,
-        integ_key=b"",
-        encap=UdpEncap(4500, 4500),
-        tunnel=TunnelAddrs(ip_address("192.0.2.1"), ip_address("192.0.2.2")),
-    )
-
-
-def scale(n: int) -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    esp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    esp.bind(("127.0.0.1", 0))
-    params = [_sa(0x10000 + i, i) for i in range(n)]
-    nets = [ip_network(f"10.{64 + i // 65536}.{(i // 256) % 256}.{i % 256}/32") for i in range(n)]
-    with FastPath(a.detach(), esp.detach()) as fp:
-        fp.start()
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t = time.perf_counter()
-        handles = [
-            fp.add_sa(p, Direction.INBOUND if i % 2 else Direction.OUTBOUND) for i, p in enumerate(params)
-        ]
-        t_sa = time.perf_counter() - t
-        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t = time.perf_counter()
-        for i, h in enumerate(handles):
-            fp.add_filter(FastFilter(i + 1, 10, ip_network("10.1.0.0/24"), nets[i], Action.PROTECT, sa=h))
-        t_f = time.perf_counter() - t
-        sizes = fp.table_sizes()
-        t = time.perf_counter()
-        for i in range(n):
-            fp.remove_filter(i + 1)
-        t_fr = time.perf_counter() - t
-        t = time.perf_counter()
-        for h in handles:
-            fp.remove_sa(h)
-        t_sr = time.perf_counter() - t
-    b.close()
-    print(f"\nTables ({n} SAs, half inbound; {n} /32 filters), fast path threads running:")
-    print(f"  install SAs      {t_sa:7.3f} s  ({t_sa / n * 1e6:.1f} us each)")
-    print(f"  remove SAs       {t_sr:7.3f} s")
-    print(f"  install filters  {t_f:7.3f} s   remove {t_fr:.3f} s")
-    print(
-        f"  entry sizes: SA {sizes['sa_entry_bytes']} B, filter {sizes['rule_entry_bytes']} B;"
-        f" max RSS growth while installing SAs {(rss1 - rss0) * 1024 / n:.0f} B per SA"
-        " (incl. OpenSSL contexts and the Python SAParams)"
-    )
-
-
 def show(results: list[Result]) -> None:
     print(
         f"\n{'setup':<11} {'TCP Gbit/s':>10} {'retr':>7} {'retr %':>7} {'CPU s/Gbit':>10}"
@@ -328,7 +258,7 @@ def main() -> int:
     print(
         f"reference: user-space UDP echo over the veth (Python, no crypto): RTT p50 {p50:.3f} ms, p99 {p99:.3f} ms"
     )
-    scale(args.sas)
+    print_tables(install_remove(args.sas))
     return 0
 
 
