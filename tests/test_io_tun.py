@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -55,6 +58,18 @@ def _read_until(tun: TunDevice, match: object, timeout: float = 3.0) -> bytes:
         select.select([tun], [], [], left)
         for pkt in tun.read_batch(16):
             if callable(match) and match(pkt):
+                return pkt
+    raise AssertionError("no matching packet came out of the TUN device")
+
+
+def _read_raw_until(tun: TunDevice, match: Callable[[bytes], bool], timeout: float = 3.0) -> bytes:
+    """What the kernel wrote, virtio_net_hdr included (read_batch would take it off)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        select.select([tun], [], [], left)
+        with contextlib.suppress(BlockingIOError):
+            pkt = os.read(tun.fileno(), 65536)
+            if match(pkt):
                 return pkt
     raise AssertionError("no matching packet came out of the TUN device")
 
@@ -191,9 +206,9 @@ def test_vnet_header_multi_queue_and_busy_names(lab: netns.Lab) -> None:
     with vnet, q1, q2, auto, s:
         assert auto.name.startswith("tun") and q1.name == q2.name == "iptq"
         s.sendto(b"payload", ("10.80.0.1", 9))
-        pkt = _read_until(vnet, lambda p: len(p) > 10 and p[10] >> 4 == 4)
-        # struct virtio_net_hdr (10 bytes) precedes the IPv4 packet.
-        assert pkt[10 + 9] == 17 and pkt.endswith(b"payload")
+        # struct virtio_net_hdr (10 bytes) precedes the IPv4 packet; read_batch takes it off.
+        pkt = _read_until(vnet, lambda p: p[0] >> 4 == 4 and p[9] == 17)
+        assert pkt.endswith(b"payload") and len(pkt) == 20 + 8 + 7
 
 
 def test_vnet_header_codec() -> None:
@@ -224,14 +239,19 @@ def test_checksum_offload_hands_over_partial_checksums(lab: netns.Lab) -> None:
         sink.settimeout(3)
     with plain, tun, s, sink:
         s.sendto(b"offloaded", ("10.82.0.1", 9))
-        pkt = _read_until(tun, lambda p: len(p) > VNET_HDR_LEN + 20 and p[VNET_HDR_LEN + 9] == 17)
+        pkt = _read_raw_until(tun, lambda p: len(p) > VNET_HDR_LEN + 20 and p[VNET_HDR_LEN + 9] == 17)
         hdr = VnetHeader.parse(pkt)
         # The UDP checksum is left to us: it starts after the IPv4 header, field at offset 6.
         assert hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM and (hdr.csum_start, hdr.csum_offset) == (20, 6)
         assert pkt.endswith(b"offloaded")
-        # Writing back: a header without flags, then a complete packet for a local socket.
+        # read_batch finishes it: the UDP checksum then verifies over the pseudo-header (RFC 768).
+        s.sendto(b"finished", ("10.82.0.1", 9))
+        done = _read_until(tun, lambda p: p[0] >> 4 == 4 and p[9] == 17)
+        pseudo = done[12:20] + struct.pack("!BBH", 0, 17, len(done) - 20)
+        assert done.endswith(b"finished") and done[26:28] != b"\0\0" and _csum(pseudo + done[20:]) == 0
+        # Writing back: write_batch puts a header without flags before the complete packet.
         body = b"\x9c\x40" + (7777).to_bytes(2, "big") + (8 + 5).to_bytes(2, "big") + b"\x00\x00" + b"hello"
         packet = ipv4_header("10.82.0.7", "10.81.0.1", 17, len(body)) + body
-        assert tun.write_batch([VnetHeader().pack() + packet]) == 1 and tun.stats.tx_rejected == 0
+        assert tun.write_batch([packet]) == 1 and tun.stats.tx_rejected == 0
         assert sink.recvfrom(100) == (b"hello", ("10.82.0.7", 40000))
         tun.set_offload(0)

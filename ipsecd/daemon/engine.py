@@ -626,12 +626,17 @@ class Engine:
         self.loaded = loaded
         try:
             mtu = cfg.tun_mtu if cfg.tun_mtu is not None else self.sync(auto_tun_mtu, cfg.tun)
-            self.tun = capture.open_tun(cfg.tun, mtu)
+            # --fastpath: IFF_VNET_HDR + TSO/USO (TunDevice adds the header to our writes); refused
+            # by the kernel: plain, and the "fast path: vnet_hdr off (fallback), ..." line says so.
+            self.tun = capture.open_tun(cfg.tun, mtu, vnet_hdr=cfg.fastpath)
             self.apply_kernel(loaded)
             self._open_sockets()
             self.control = ControlServer(cfg.control, group=cfg.control_group, on_error=self._control_error)
             if cfg.fastpath:  # fail closed: no fast path, no daemon (the capture stays in place)
-                self.fast = FastPathGlue(self.sadb, self.tun.fileno(), self.sockets["udp4"].fileno())
+                tun, udp = self.tun, self.sockets["udp4"]
+                self.fast = FastPathGlue(
+                    self.sadb, tun.fileno(), udp.fileno(), vnet_hdr=tun.vnet_hdr, offload=tun.offload
+                )
                 self.log(f"fast path: {self.fast.start()}")
         except (OSError, nft.NftError, ValueError, RuntimeError) as exc:
             # Whatever was installed stays (fail closed); the sockets and the device fd close.

@@ -53,7 +53,9 @@ def eligible(sa: InstalledSA) -> bool:
 class FastPathGlue:
     """Owns the `FastPath`; `sync()` mirrors the SA database, `on_event()` serves the event fd."""
 
-    def __init__(self, sadb: SADatabase, tun_fd: int, udp_fd: int) -> None:
+    def __init__(
+        self, sadb: SADatabase, tun_fd: int, udp_fd: int, *, vnet_hdr: bool = False, offload: int = 0
+    ) -> None:
         if not fpmod.AVAILABLE:
             raise FastPathError(
                 f"--fastpath: {fpmod.UNAVAILABLE_REASON or 'the fast-path extension is not built'}"
@@ -61,8 +63,9 @@ class FastPathGlue:
         self.sadb = sadb
         tun_dup, udp_dup = os.dup(tun_fd), os.dup(udp_fd)
         try:
-            # The daemon's persistent TUN is opened without IFF_VNET_HDR: plain packets.
-            self.fp = fpmod.FastPath(tun_dup, udp_dup)
+            # vnet_hdr / offload: how the engine opened the TUN (capture.open_tun): with IFF_VNET_HDR
+            # the threads read TSO/USO super-packets and write coalesced ones.
+            self.fp = fpmod.FastPath(tun_dup, udp_dup, vnet_hdr=vnet_hdr, offload=offload)
         except Exception as exc:
             os.close(tun_dup)
             os.close(udp_dup)

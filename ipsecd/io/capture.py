@@ -39,14 +39,26 @@ def _fam(version: int) -> int:
     return socket.AF_INET if version == 4 else socket.AF_INET6
 
 
-def open_tun(name: str, mtu: int) -> TunDevice:
-    """Create or reattach to the persistent TUN device ``name``."""
-    dev = TunDevice.open(name, mtu=mtu, up=False)
+def open_tun(name: str, mtu: int, *, vnet_hdr: bool = False) -> TunDevice:
+    """Create or reattach to the persistent TUN device ``name``.
+
+    ``vnet_hdr`` (``ipsecd --fastpath``): IFF_VNET_HDR and the most TUNSETOFFLOAD flags the kernel
+    accepts (``dev.offload``); a kernel refusing IFF_VNET_HDR gets a plain device (``dev.vnet_hdr``
+    is False then). Otherwise, or then, the offloads are turned off: the device persists, and
+    the flag and offloads a previous run set would hand a plain reader unfinished packets.
+    """
+    try:
+        dev = TunDevice.open(name, mtu=mtu, up=False, vnet_hdr=vnet_hdr)
+    except TunError:
+        if not vnet_hdr:
+            raise
+        dev = TunDevice.open(name, mtu=mtu, up=False)  # no IFF_VNET_HDR: plain packets
     try:
         fcntl.ioctl(dev.fileno(), TUNSETPERSIST, 1)
     except OSError as e:
         dev.close()
         raise TunError(e.errno, f"TUNSETPERSIST on {name}: {e.strerror}") from e
+    dev.enable_offloads()  # never raises: what the kernel refuses stays off
     _sysctl(f"/proc/sys/net/ipv4/conf/{dev.name}/rp_filter", "0")  # decapsulated packets come in here
     # No link-local address: the kernel would send router solicitations and MLD reports through
     # the device itself (noise the daemon would have to drop). IPv6 stays enabled for delivery.

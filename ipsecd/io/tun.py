@@ -7,11 +7,14 @@ a list and reports how far it got. The single-packet ``os.read``/``os.write`` ca
 replaced by a native implementation (or IFF_VNET_HDR super-packets) without changing callers.
 
 The device is created with IFF_TUN | IFF_NO_PI: every read returns exactly one IPv4 or IPv6 packet,
-with no packet-information prefix (Linux Documentation/networking/tuntap.rst).
+with no packet-information prefix (Linux Documentation/networking/tuntap.rst). With ``vnet_hdr``
+(IFF_VNET_HDR) the kernel puts a 10-byte virtio_net_hdr before every packet in both directions;
+``read_batch`` / ``write_batch`` strip and add it, so callers still see plain IP packets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -29,6 +32,7 @@ IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
 IFF_VNET_HDR = 0x4000
 TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 # TUNSETOFFLOAD flags: what the kernel may hand over unfinished (IFF_VNET_HDR says how).
 TUN_F_CSUM = 0x01  # checksum left to the reader (VIRTIO_NET_HDR_F_NEEDS_CSUM)
 TUN_F_TSO4 = 0x02  # TCP/IPv4 super-packets
@@ -36,6 +40,12 @@ TUN_F_TSO6 = 0x04  # TCP/IPv6 super-packets
 TUN_F_TSO_ECN = 0x08
 TUN_F_USO4 = 0x20  # UDP/IPv4 super-packets
 TUN_F_USO6 = 0x40  # UDP/IPv6 super-packets
+# What ``enable_offloads`` asks for, most first: TSO and USO, TSO only, checksum only (then none).
+OFFLOAD_TRIES = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM,
+)
 # <linux/sockios.h>
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -101,6 +111,30 @@ class VnetHeader:
         )
 
 
+_NO_VNET_HDR = bytes(VNET_HDR_LEN)  # flags 0, GSO_NONE: one complete packet
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def complete_checksum(pkt: bytes, start: int, offset: int) -> bytes | None:
+    """VIRTIO_NET_HDR_F_NEEDS_CSUM: the 16-bit field at ``start + offset`` holds the (not inverted)
+    pseudo-header sum; the checksum is the complement of the RFC 1071 sum of everything from
+    ``start`` on, that field included. None if the offsets lie outside the packet."""
+    field = start + offset
+    if field + 2 > len(pkt):
+        return None
+    data = pkt[start:]
+    if len(data) % 2:
+        data += b"\0"
+    total = _fold(sum(struct.unpack(f"!{len(data) // 2}H", data)))
+    csum = (~total & 0xFFFF) or 0xFFFF  # 0 is sent as 0xFFFF (the same in one's complement)
+    return pkt[:field] + csum.to_bytes(2, "big") + pkt[field + 2 :]
+
+
 class TunError(OSError):
     """The TUN device could not be created or configured."""
 
@@ -115,6 +149,7 @@ class TunStats:
     tx_bytes: int = 0
     tx_rejected: int = 0  # the kernel refused the packet (malformed, too big): dropped
     tx_full: int = 0  # write_batch stopped because the device queue was full (EAGAIN)
+    rx_dropped: int = 0  # vnet_hdr: a super-packet (GSO) or a bad header, not for a Python reader
 
 
 def _check_name(name: str) -> bytes:
@@ -131,6 +166,7 @@ class TunDevice:
         self._fd = fd
         self.name = name
         self.vnet_hdr = vnet_hdr
+        self.offload = 0  # the TUNSETOFFLOAD flags in force (set by set_offload)
         self.stats = TunStats()
         # Interface ioctls act on the network namespace of the socket they go through: keep one
         # from the device's namespace, so configuring works from any thread or namespace later.
@@ -148,8 +184,10 @@ class TunDevice:
     ) -> TunDevice:
         """Create (or attach to) TUN device ``name`` ('' lets the kernel pick ``tunN``).
 
-        ``vnet_hdr`` (IFF_VNET_HDR) prefixes every packet with a virtio_net_hdr; callers asking for
-        it must handle that header themselves (offloads are not configured here yet).
+        ``vnet_hdr`` (IFF_VNET_HDR): the kernel prefixes every packet with a virtio_net_hdr, which
+        ``read_batch`` / ``write_batch`` strip and add; a reader of the raw fd (the native fast
+        path) handles it itself. Attaching to an existing (persistent) device sets or clears the
+        flag for the whole device. Offloads: ``set_offload`` / ``enable_offloads``.
         """
         raw = _check_name(name)
         flags = IFF_TUN | IFF_NO_PI
@@ -167,6 +205,11 @@ class TunDevice:
             except OSError as e:
                 raise TunError(e.errno, f"TUNSETIFF {name or '(auto)'}: {e.strerror}") from e
             actual = struct.unpack(_IFREQ_FLAGS, res)[0].rstrip(b"\0").decode()
+            if vnet_hdr:  # the size is the device's: a persistent one keeps what it was given last
+                try:
+                    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                except OSError as e:
+                    raise TunError(e.errno, f"TUNSETVNETHDRSZ on {actual}: {e.strerror}") from e
             dev = cls(fd, actual, vnet_hdr)
             if mtu is not None:
                 dev.set_mtu(mtu)
@@ -205,6 +248,22 @@ class TunDevice:
             fcntl.ioctl(self._fd, TUNSETOFFLOAD, flags)
         except OSError as e:
             raise TunError(e.errno, f"TUNSETOFFLOAD {flags:#x} on {self.name}: {e.strerror}") from e
+        self.offload = flags
+
+    def enable_offloads(self, tries: tuple[int, ...] = OFFLOAD_TRIES) -> int:
+        """The first of ``tries`` the kernel accepts (0: none; then offloads are turned off, as
+        they are on a device without ``vnet_hdr``: a persistent device keeps the flags of its
+        previous user otherwise). Returns the flags in force."""
+        if self.vnet_hdr:
+            for flags in tries:
+                try:
+                    self.set_offload(flags)
+                except TunError:
+                    continue
+                return flags
+        with contextlib.suppress(TunError):  # a kernel without TUNSETOFFLOAD has none to clear
+            self.set_offload(0)
+        return 0
 
     def set_up(self, up: bool = True) -> None:
         flags = struct.unpack(_IFREQ_FLAGS, self._ifreq(SIOCGIFFLAGS, _IFREQ_FLAGS, 0))[1]
@@ -217,7 +276,13 @@ class TunDevice:
         return self._fd
 
     def read_batch(self, max_packets: int = 64) -> list[bytes]:
-        """Read up to ``max_packets`` packets, stopping early when none is queued (never blocks)."""
+        """Read up to ``max_packets`` packets, stopping early when none is queued (never blocks).
+
+        With ``vnet_hdr`` the header is removed and a NEEDS_CSUM checksum completed; super-packets
+        (GSO, only with TSO/USO offloads on) and malformed headers are counted in ``rx_dropped``.
+        """
+        if self.vnet_hdr:
+            return self._read_vnet(max_packets)
         out: list[bytes] = []
         append = out.append
         read = os.read
@@ -237,19 +302,54 @@ class TunDevice:
         stats.rx_bytes += nbytes
         return out
 
+    def _read_vnet(self, max_packets: int) -> list[bytes]:
+        out: list[bytes] = []
+        nbytes = dropped = 0
+        for _ in range(max_packets):
+            try:
+                raw = os.read(self._fd, VNET_HDR_LEN + MAX_PACKET)
+            except BlockingIOError:
+                break
+            if not raw:
+                break
+            if len(raw) <= VNET_HDR_LEN:
+                dropped += 1
+                continue
+            hdr = VnetHeader.parse(raw)
+            pkt: bytes | None = raw[VNET_HDR_LEN:]
+            if hdr.gso_type != VIRTIO_NET_HDR_GSO_NONE:
+                pkt = None
+            elif hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                pkt = complete_checksum(raw[VNET_HDR_LEN:], hdr.csum_start, hdr.csum_offset)
+            if pkt is None:
+                dropped += 1
+                continue
+            out.append(pkt)
+            nbytes += len(pkt)
+        stats = self.stats
+        stats.rx_packets += len(out)
+        stats.rx_bytes += nbytes
+        stats.rx_dropped += dropped
+        return out
+
     def write_batch(self, packets: list[bytes]) -> int:
         """Write packets in order; returns how many were consumed from the front of the list.
 
         A packet the kernel rejects (EINVAL, EMSGSIZE, ...) is dropped and counted in
         ``stats.tx_rejected``; the batch goes on. The return value is less than ``len(packets)``
-        only when the device queue is full (EAGAIN): the caller may retry the rest later.
+        only when the device queue is full (EAGAIN): the caller may retry the rest later. With
+        ``vnet_hdr`` each packet goes out behind an all-zero header (GSO_NONE, checksums complete).
         """
-        write = os.write
+        vnet = self.vnet_hdr
+        write, writev = os.write, os.writev
         fd = self._fd
         done = written = nbytes = rejected = 0
         for pkt in packets:
             try:
-                nbytes += write(fd, pkt)
+                if vnet:
+                    nbytes += writev(fd, (_NO_VNET_HDR, pkt)) - VNET_HDR_LEN
+                else:
+                    nbytes += write(fd, pkt)
                 written += 1
             except BlockingIOError:
                 self.stats.tx_full += 1
