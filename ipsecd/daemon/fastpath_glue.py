@@ -270,6 +270,19 @@ class FastPathGlue:
             "stats": self.fp.stats(),
             "sas": sas,
             "filters": len(self.filters),
+            "filter_table": [
+                {
+                    "weight": f.weight,
+                    "src": str(f.src),
+                    "dst": str(f.dst),
+                    "protocol": f.protocol,
+                    "src_ports": list(f.src_ports),
+                    "dst_ports": list(f.dst_ports),
+                    "action": f.action.name,
+                    "sa": f.sa,
+                }
+                for f in self.filters[:200]
+            ],
             "slow_packets": self.slow_packets,
             "acquire_dropped": self.acquire_dropped,
             "refused_sas": len(self.refused),
