@@ -172,7 +172,8 @@ def _carried_by_fast_path(st: dict[str, Any]) -> None:
     assert any(f["action"] == "PROTECT" for f in fp["filter_table"]), fp["filter_table"]
     router = st["router"]
     assert router["delivered"] == 0 and router["sent_clear"] == 0, router
-    assert router["protected"] <= 3, router  # the first ping, queued during the negotiation
+    assert router["protected"] == 0 and router["offloaded"] <= 3, router  # the first ping, queued
+    assert st["totals"]["protected"] >= sent // 2, st["totals"]
 
 
 @pytest.mark.parametrize("role", ["initiator", "responder"])

@@ -49,6 +49,7 @@ from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
 from ipsecd.datapath.sa import EventKind, Protocol
 from ipsecd.datapath.sadb import (
+    InstalledSA,
     ManualState,
     PolicyAction,
     PolicyDir,
@@ -506,7 +507,8 @@ class Engine:
             "tun_write_dropped": self.tun_write_dropped,
             "callbacks": dict(self.callbacks),
             "router": dict(r.stats.__dict__) if r else {},
-            "states": [sa.summary() for sa in self.sadb.states.values()],
+            "totals": self._totals(),
+            "states": [self._summary(sa) for sa in self.sadb.states.values()],
             "policies": len(self.sadb.policies),
             "acquires": [
                 {"src": str(e.src), "dst": str(e.dst), "protocol": e.protocol, "soft": e.soft}
@@ -522,6 +524,30 @@ class Engine:
             "ikev2": self._ikev2_status(),
             "fastpath": self.fast.status() if self.fast is not None else None,
         }
+
+    def _summary(self, sa: InstalledSA) -> dict[str, Any]:
+        out = sa.summary()
+        if self.fast is not None and self.fast.owns(sa):
+            out["counters"] = dict(self.fast.counters(sa).__dict__)
+            out["fastpath"] = True
+        return out
+
+    def _totals(self) -> dict[str, int]:
+        """Packets protected, delivered and blocked by the router and the fast path together."""
+        stats = self.router.stats if self.router is not None else None
+        totals = {
+            "protected": stats.protected if stats else 0,
+            "delivered": stats.delivered if stats else 0,
+            "blocked": stats.blocked if stats else 0,
+        }
+        if self.fast is not None:
+            fast = self.fast.fp.stats()
+            totals["delivered"] += fast["tun_tx_packets"]
+            totals["blocked"] += fast["rule_drops"]
+            for handle in self.fast.handles.values():
+                counters = self.fast.fp.sa_counters(handle)
+                totals["protected"] += counters.packets_sent if counters else 0
+        return totals
 
     def _service_status(self) -> str:
         """systemctl status's line: the policy, and the SAs in the data path and in IKE."""

@@ -239,12 +239,24 @@ class FastPathGlue:
                 break
             self.slow_packets += len(slow)
             out = [s.data for s in slow if s.kind == fpmod.SlowKind.OUTBOUND]
-            inbox = [(s.data, s.source, None) for s in slow if s.kind == fpmod.SlowKind.INBOUND and s.source]
+            inbox = [
+                (s.data, s.source, self._local_of(s.data))
+                for s in slow
+                if s.kind == fpmod.SlowKind.INBOUND and s.source
+            ]
             self.acquire_dropped += sum(1 for s in slow if s.kind == fpmod.SlowKind.ACQUIRE)
             if out:
                 outbound(out)
             if inbox:
                 inbound(inbox)
+
+    def _local_of(self, data: bytes) -> str | None:
+        """Our address a datagram the fast path passed on was sent to (its socket does not ask the
+        kernel): for ESP the destination of the inbound SA its SPI names; None for IKE."""
+        if len(data) < 8 or data[:4] == b"\x00\x00\x00\x00":
+            return None
+        sa = self.sadb.inbound_sa(int(Protocol.ESP), int.from_bytes(data[:4], "big"))
+        return str(sa.state.dst) if sa is not None else None
 
     def seq_view(self, sa: InstalledSA) -> InstalledSA:
         """The SA as the sequence-number store must see it: the fast path sends its packets."""

@@ -150,6 +150,7 @@ class RouterStats:
     sent_clear: int = 0  # permitted or soft-fallback packets re-sent in clear
     blocked: int = 0  # dropped by a block filter or a discard policy
     protected: int = 0  # packets protected and handed to a socket
+    offloaded: int = 0  # to protect with an SA the fast path carries: handed to it (--fastpath)
     protect_failed: int = 0  # the transform dropped it (counted in the SA's counters too)
     queued: int = 0  # waiting for an SA
     queue_dropped: int = 0  # queue full, or the acquire timed out
@@ -346,7 +347,7 @@ class Router:
         for bundle, batch in groups.values():
             handle = self.offload(bundle) if self.offload is not None else 0
             if handle:
-                stats.protected += len(batch)
+                stats.offloaded += len(batch)
                 out.fast.append((handle, batch))
                 continue
             for result in bundle.protect(batch):
