@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,9 @@ def xfrm_store(
 
 
 EMPTY_STORE = "[daemon]\n"
+# IPSECD_TEST_FASTPATH=1 (tools/test's second pass): every daemon the tests start runs with
+# --fastpath, so the daemon tests cover both data paths.
+FASTPATH_EVERYWHERE = os.environ.get("IPSECD_TEST_FASTPATH") == "1"
 
 
 @dataclass
@@ -146,6 +150,8 @@ def start_daemon(
     state = lab.scratch(f"{host.name}-state")
     argv = ["-m", "ipsecd.daemon.main", "--config", str(store), "--control", str(control), "--foreground"]
     argv += ["--state-dir", str(state)]
+    if FASTPATH_EVERYWHERE and "--fastpath" not in extra:
+        argv.append("--fastpath")
     proc = host.popen_python([*argv, *extra], name="ipsecd")
     proc.wait_output(r"ipsecd: ready", 20)
     return Daemon(host, proc, control, store)

@@ -61,7 +61,7 @@ def test_sighup_deletes_only_the_changed_rules_sas(lab: Lab) -> None:
     pinger = threading.Thread(target=lambda: result.append(p.a.ping(B4, count=200, interval=0.01, wait=2)))
     pinger.start()
     try:
-        wait_until(lambda: da.status()["router"]["protected"] > 20, 5, what="the ping stream running")
+        wait_until(lambda: da.status()["totals"]["protected"] > 20, 5, what="the ping stream running")
         da.store.write_text(_store(B4, f'{GCM}, "ESP[AES128,SHA1]"', ikeversion))
         da.proc.proc.send_signal(signal.SIGHUP)
         da.proc.wait_output(r"deleting SA", 10)

@@ -8,10 +8,12 @@ nothing but UDP (IKE on 500/4500, ESP in UDP 4500): no ICMP, no inner address.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests import netns, strongswan
-from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon
+from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon, tcp_echo
 from tests.netns import Lab, two_hosts, wait_until
 from tests.test_daemon_ike import _show
 
@@ -87,7 +89,18 @@ def test_ikev1_tunnel_with_charon(
     run_case(lab, role, qm, mm, ike, esp, want, version=1)
 
 
-def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: str, *, version: int) -> None:
+def run_case(
+    lab: Lab,
+    role: str,
+    qm: str,
+    mm: str,
+    ike: str,
+    esp: str,
+    want: str,
+    *,
+    version: int,
+    fastpath: bool = False,
+) -> None:
     p = two_hosts(lab)
     p.a.add_address("lo", f"{INNER_A}/32")
     p.b.add_address("lo", f"{INNER_B}/32")
@@ -107,7 +120,8 @@ def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: st
         ),
     ).start()
     oakley = lab.scratch("a-oakley.log")
-    d = start_daemon(lab, p.a, store_text=tunnel_store(qm, mm, version), extra=("--oakley-log", str(oakley)))
+    extra = ("--oakley-log", str(oakley)) + (("--fastpath",) if fastpath else ())
+    d = start_daemon(lab, p.a, store_text=tunnel_store(qm, mm, version), extra=extra)
     cap = p.a.capture(p.link.a_ifname)
     if role == "initiator":
         first = p.a.ping(INNER_B, count=1, wait=8, src=INNER_A)
@@ -121,6 +135,9 @@ def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: st
     ra = p.a.ping(INNER_B, count=3, interval=0.1, src=INNER_A)
     rb = p.b.ping(INNER_A, count=3, interval=0.1, src=INNER_B)
     assert (ra.received, rb.received) == (3, 3), ra.output + rb.output + charon.log_text()[-3000:]
+    if fastpath:
+        tcp_echo(p.a, p.b, INNER_B, INNER_A)
+        tcp_echo(p.b, p.a, INNER_A, INNER_B, port=7001)
     cap.stop()
     # Only UDP on the wire (no ICMP, no raw ESP); the test traffic is IPv4 only.
     assert cap.count("ip and not udp") == 0, cap.lines("ip and not udp")
@@ -138,6 +155,36 @@ def run_case(lab: Lab, role: str, qm: str, mm: str, ike: str, esp: str, want: st
     first = "Main Mode" if version == 1 else "IKE_SA_INIT"
     assert f"IKEv{version} {first} sent" in log and f"IKEv{version} {first} received" in log, log
     assert PSK not in log
+    if fastpath:
+        _carried_by_fast_path(st)
+
+
+def _carried_by_fast_path(st: dict[str, Any]) -> None:
+    """The negotiated SA pair is in the fast path, which carried the traffic: the Python router
+    delivered nothing and protected at most the packets queued while IKE negotiated (handed to
+    the fast path too: it sent them through the SA)."""
+    fp = st["fastpath"]
+    assert fp is not None and len(fp["sas"]) == 2, fp
+    sent = sum(sa["counters"]["packets_sent"] for sa in fp["sas"])
+    received = sum(sa["counters"]["packets_received"] for sa in fp["sas"])
+    assert sent >= 50 and received >= 50, fp  # pings and 200 kB of TCP each way
+    assert fp["stats"]["bad_spi_packets"] == 0, fp["stats"]
+    assert any(f["action"] == "PROTECT" for f in fp["filter_table"]), fp["filter_table"]
+    router = st["router"]
+    assert router["delivered"] == 0 and router["sent_clear"] == 0, router
+    assert router["protected"] == 0 and router["offloaded"] <= 3, router  # the first ping, queued
+    assert st["totals"]["protected"] >= sent // 2, st["totals"]
+
+
+@pytest.mark.parametrize("role", ["initiator", "responder"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_fastpath_tunnel_with_charon(lab: Lab, role: str, version: int) -> None:
+    """ipsecd --fastpath: the SAs IKE negotiates with charon go to the native fast path."""
+    mm = "AES128-SHA1-14" if version == 1 else "AES256-SHA256-14"
+    ike = "aes128-sha1-modp2048" if version == 1 else "aes256-sha256-modp2048"
+    run_case(
+        lab, role, "ESP[AESGCM128]", mm, ike, "aes128gcm16", "AES_GCM_16-128", version=version, fastpath=True
+    )
 
 
 V2_CASES = [

@@ -35,12 +35,12 @@ def test_sigkill_under_traffic_leaks_nothing_and_restart_resumes(lab: Lab) -> No
     # Restart on the same store: reattaches to the TUN device, replaces the stale control socket,
     # and starts sequence numbers past the ones already sent (the peer's replay window).
     da2 = start_daemon(lab, p.a, store=da.store)
-    wait_until(lambda: da2.status()["router"]["protected"] >= 5, 10, what="traffic to resume")
+    wait_until(lambda: da2.status()["totals"]["protected"] >= 5, 10, what="traffic to resume")
     # A clean stop (SIGTERM) keeps the capture too.
     da2.proc.stop(signal.SIGTERM, grace=5)
     time.sleep(1.0)
     da3 = start_daemon(lab, p.a, store=da.store)
-    wait_until(lambda: da3.status()["router"]["protected"] >= 5, 10, what="traffic to resume again")
+    wait_until(lambda: da3.status()["totals"]["protected"] >= 5, 10, what="traffic to resume again")
     pinger.stop(signal.SIGINT)
     cap.stop()
     assert cap.count("icmp") == 0, cap.lines("icmp")[:5]  # never a clear ICMP packet on the wire

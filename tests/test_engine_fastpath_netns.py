@@ -56,7 +56,11 @@ def _traffic(p: Pair, da: Daemon, db: Daemon) -> None:
         fp = st["fastpath"]
         assert fp is not None and "vnet_hdr" in fp["features"]
         stats = fp["stats"]
-        assert len(fp["sas"]) == 2 and fp["filters"] == 1
+        assert len(fp["sas"]) == 2
+        # The manual policy's PROTECT filter first, then the exemptions' SLOW filters.
+        table = fp["filter_table"]
+        assert [f["action"] for f in table].count("PROTECT") == 1 and table[0]["action"] == "PROTECT"
+        assert all(f["action"] == "SLOW" for f in table[1:]), table
         sent = sum(sa["counters"]["packets_sent"] for sa in fp["sas"])
         received = sum(sa["counters"]["packets_received"] for sa in fp["sas"])
         assert sent >= 50 and received >= 50, fp  # 200 kB of TCP each way + pings

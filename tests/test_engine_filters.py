@@ -81,7 +81,7 @@ def test_block_permit_negotiate_both_directions(lab: Lab) -> None:
     assert (_captured(da), _captured(db)) == before
     # block, outbound: a's daemon drops and counts.
     tcp_echo(p.a, p.b, B4, port=7000, expect_ok=False)
-    assert da.status()["router"]["blocked"] >= 1
+    assert da.status()["totals"]["blocked"] >= 1
     # block, inbound: b sends in clear (its policy permits), a's kernel drops.
     drops = _drops(p.a)
     tcp_echo(p.b, p.a, A4, port=7000, expect_ok=False)

@@ -154,9 +154,9 @@ def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> Non
     (changed,) = _events(events, EventId.POLICY_CHANGED)
     assert changed["fields"]["source"] == "poll" and "policy:blocker" in changed["fields"]["objects"]
     assert "reloaded: policy 'blocker'" in da.proc.output()
-    blocked = da.status()["router"]["blocked"]
+    blocked = da.status()["totals"]["blocked"]
     tcp_echo(p.a, p.b, B4, port=7000, expect_ok=False)
-    wait_until(lambda: da.status()["router"]["blocked"] > blocked, 5, what="the block to be counted")
+    wait_until(lambda: da.status()["totals"]["blocked"] > blocked, 5, what="the block to be counted")
     # A broken store: refused once (POLICY_REJECTED), the running policy stays, not re-reported.
     _replace(da.store, BROKEN)
     wait_until(lambda: _events(events, EventId.POLICY_REJECTED), 10, what="POLICY_REJECTED")
@@ -165,9 +165,9 @@ def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> Non
     assert rejected["fields"]["policy"] == "blocker" and "ipsecexempt" in str(rejected["fields"]["error"])
     assert da.proc.output().count("reload refused") == 1
     assert da.status()["policy"] == "blocker"
-    blocked = da.status()["router"]["blocked"]
+    blocked = da.status()["totals"]["blocked"]
     tcp_echo(p.a, p.b, B4, port=7000, expect_ok=False)
-    wait_until(lambda: da.status()["router"]["blocked"] > blocked, 5, what="the block to still be counted")
+    wait_until(lambda: da.status()["totals"]["blocked"] > blocked, 5, what="the block to still be counted")
     # Fixed, now blocking TCP 7001 instead: applied again.
     _replace(da.store, BLOCK_7000.replace("7000", "7001"))
     wait_until(
@@ -176,7 +176,7 @@ def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> Non
     tcp_echo(p.a, p.b, B4, port=7000, size=1000)
     tcp_echo(p.a, p.b, B4, port=7001, expect_ok=False)
     assert len(_events(events, EventId.POLICY_REJECTED)) == 1
-    assert da.status()["router"]["blocked"] > blocked
+    assert da.status()["totals"]["blocked"] > blocked
 
 
 KEY = "a5" * 20

@@ -72,6 +72,6 @@ def test_ready_notification_and_sighup_reload(lab: Lab, monkeypatch: pytest.Monk
         lambda: "198.51.100.1" in p.a.run(["nft", "list", "chain", "inet", "ipsecd", "output"]).stdout, 10
     )
     tcp_echo(p.a, p.b, "198.51.100.2", port=7000, expect_ok=False)  # not covered by [xfrm]: blocked
-    wait_until(lambda: da.status()["router"]["blocked"] >= 1, 5, what="the block to be counted")
+    wait_until(lambda: da.status()["totals"]["blocked"] >= 1, 5, what="the block to be counted")
     tcp_echo(p.a, p.b, "198.51.100.2", port=7001, size=10_000)  # other ports: not captured
     listener.close()

@@ -52,7 +52,7 @@ def test_sighup_changes_one_rule_and_loses_no_packet_of_the_other(lab: Lab) -> N
     # Both rules carry traffic, protected.
     assert p.a.ping(B4, count=3, interval=0.1).received == 3
     tcp_echo(p.a, p.b, B4, port=7001, size=50_000)
-    protected = da.status()["router"]["protected"]
+    protected = da.status()["totals"]["protected"]
     assert protected > 6  # the TCP flow went through the daemon too
 
     # A ping stream of rule one across the reload: 300 pings, 10 ms apart.
@@ -60,7 +60,7 @@ def test_sighup_changes_one_rule_and_loses_no_packet_of_the_other(lab: Lab) -> N
     pinger = threading.Thread(target=lambda: result.append(p.a.ping(B4, count=300, interval=0.01, wait=2)))
     pinger.start()
     try:
-        wait_until(lambda: da.status()["router"]["protected"] >= protected + 50, 10, what="the ping stream")
+        wait_until(lambda: da.status()["totals"]["protected"] >= protected + 50, 10, what="the ping stream")
         da.store.write_text(store_a.replace(_store(B4, "sec"), _store(B4, "blk")))
         da.proc.proc.send_signal(signal.SIGHUP)
         da.proc.wait_output("reloaded: policy 'two rules'", 10)
@@ -70,12 +70,12 @@ def test_sighup_changes_one_rule_and_loses_no_packet_of_the_other(lab: Lab) -> N
     assert not pinger.is_alive()
     (stream,) = result
     assert stream.transmitted == 300 and stream.received == 300, stream.output[-500:]
-    assert da.status()["router"]["protected"] >= protected + 300  # it really went through the daemon
+    assert da.status()["totals"]["protected"] >= protected + 300  # it really went through the daemon
 
     # The changed rule: TCP 7001 is now blocked by a (outbound, counted), the ping rule unchanged.
-    blocked = da.status()["router"]["blocked"]
+    blocked = da.status()["totals"]["blocked"]
     tcp_echo(p.a, p.b, B4, port=7001, expect_ok=False)
-    assert da.status()["router"]["blocked"] > blocked
+    assert da.status()["totals"]["blocked"] > blocked
     assert p.a.ping(B4, count=3, interval=0.1).received == 3
     for d in (da, db):
         st = d.status()["router"]

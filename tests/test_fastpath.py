@@ -372,3 +372,43 @@ def test_other_algorithms_and_ipv6_inner_match_the_fallback(enc: EncAlg, klen: i
     assert got == [r[28:] for r in ref if r is not None]
     tun_b.close()
     peer.close()
+
+
+def test_unknown_spi_goes_to_the_slow_path_when_configured(rig: Rig) -> None:
+    """unknown_spi=SLOW: an SA the caller keeps itself (the daemon's Python router) still gets its
+    datagrams, with the source address; the default (DROP) only counts them."""
+    t = make_transform(rig.in_params, Direction.OUTBOUND, backend="python")
+    (w,) = t.protect([_inner(2, 90, dst="10.1.0.5")])
+    assert w is not None
+    unknown = bytearray(w[28:])
+    unknown[0:4] = (0x7777).to_bytes(4, "big")
+    rig.peer.sendto(bytes(unknown), rig.fp_addr)
+    time.sleep(0.2)
+    assert rig.fp.drain_slow() == [] and rig.fp.stats()["bad_spi_packets"] == 1
+    rig.fp.configure(unknown_spi=Action.SLOW)
+    rig.peer.sendto(bytes(unknown), rig.fp_addr)
+    deadline = time.monotonic() + 2
+    slow: list[Any] = []
+    while not slow and time.monotonic() < deadline:
+        slow = rig.fp.drain_slow()
+        time.sleep(0.01)
+    assert [(s.kind, s.data) for s in slow] == [(SlowKind.INBOUND, bytes(unknown))]
+    assert slow[0].source == rig.peer.getsockname()
+    assert rig.fp.stats()["bad_spi_packets"] == 2
+    with pytest.raises(ValueError):
+        rig.fp.configure(unknown_spi=Action.PROTECT)
+
+
+def test_inject_through_a_named_sa_skips_the_filters(rig: Rig) -> None:
+    """inject(packets, sa=handle): the Python router already chose the SA; no filter covers this
+    destination (10.9.0.1), yet the packets go out through that SA, byte-equal to the fallback."""
+    packets = [ipv4("10.1.0.5", "10.9.0.1", 17, udp(7, 9, bytes([i]) * 50)) for i in range(3)]
+    assert rig.fp.inject(packets, sa=rig.out_handle) == 3
+    got = _recv_all(rig.peer, 3)
+    ref = make_transform(rig.out_params, Direction.OUTBOUND, backend="python").protect(packets)
+    assert got == [r[28:] for r in ref if r is not None]
+    before = rig.fp.stats()["protect_drops"]
+    rig.fp.inject(packets[:2], sa=rig.in_handle)  # an inbound SA cannot send: dropped, counted
+    rig.fp.inject(packets[:1], sa=999)  # no such SA
+    assert _recv_all(rig.peer, 1, timeout=0.3) == []
+    assert rig.fp.stats()["protect_drops"] == before + 3

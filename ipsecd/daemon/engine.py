@@ -49,6 +49,7 @@ from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Direction as SaDirection
 from ipsecd.datapath.sa import EventKind, Protocol
 from ipsecd.datapath.sadb import (
+    InstalledSA,
     ManualState,
     PolicyAction,
     PolicyDir,
@@ -266,6 +267,7 @@ class Engine:
         self._recompile: asyncio.TimerHandle | None = None
         self.ike: IkeManager | None = None
         self.fast: FastPathGlue | None = None
+        self._fast_sync_due = False
         self.eventlog: EventLog | None = None  # --event-log: IKE and policy events
         self.poller = StorePoller(
             cfg.store,
@@ -369,10 +371,18 @@ class Engine:
         assert self.fast is not None and self.router is not None
         self.callbacks["fastpath"] += 1
         router = self.router
-        self.fast.on_event(
-            lambda pkts: self._send(router.outbound(pkts, self.now())),
-            lambda inbox: self.ike.receive(inbox, 4500) if self.ike is not None else None,
-        )
+        self.fast.on_event(lambda pkts: self._send(router.outbound(pkts, self.now())), self._udp_in)
+
+    def _fast_changed(self) -> None:
+        """The SA database changed: the fast path's tables follow within this event-loop turn."""
+        if self.fast is not None and self._loop is not None and not self._fast_sync_due:
+            self._fast_sync_due = True
+            self._loop.call_soon(self._fast_sync)
+
+    def _fast_sync(self) -> None:
+        self._fast_sync_due = False
+        if self.fast is not None:
+            self.fast.sync()
 
     def _on_raw4(self, name: str) -> None:
         assert self.router is not None
@@ -401,13 +411,18 @@ class Engine:
         got = self.sockets[name].recv_batch(BATCH)
         self.callbacks[name] += 1
         if got:
-            pkts = self.router.udp_to_packets([(d.data, d.peer, d.local) for d in got])
-            if pkts:
-                self._deliver(self.router.inbound(pkts, self.now()))
-            inbox = self.router.ike_inbox
-            if inbox and self.ike is not None:
-                self.ike.receive(list(inbox), 4500)  # RFC 3948 non-ESP marker: IKE on 4500
-            inbox.clear()
+            self._udp_in([(d.data, d.peer, d.local) for d in got])
+
+    def _udp_in(self, datagrams: list[tuple[bytes, tuple[str, int], str | None]]) -> None:
+        """Port-4500 datagrams: ESP in UDP to the router, IKE (non-ESP marker) to the IKE side."""
+        assert self.router is not None
+        pkts = self.router.udp_to_packets(datagrams)
+        if pkts:
+            self._deliver(self.router.inbound(pkts, self.now()))
+        inbox = self.router.ike_inbox
+        if inbox and self.ike is not None:
+            self.ike.receive(list(inbox), 4500)  # RFC 3948 non-ESP marker: IKE on 4500
+        inbox.clear()
 
     def _deliver(self, pkts: list[bytes]) -> None:
         if pkts and self.tun is not None:
@@ -416,6 +431,9 @@ class Engine:
 
     def _send(self, out: Outgoing) -> None:
         s = self.sockets
+        if out.fast and self.fast is not None:  # protected with a fast-path SA: it sends them
+            for handle, pkts in out.fast:
+                self.fast.fp.inject(pkts, sa=handle)
         if out.raw4:
             s["send4"].send_batch(out.raw4)
         if out.udp4:
@@ -436,6 +454,7 @@ class Engine:
         now = self.now()
         try:
             if self.fast is not None:
+                self.fast.tick()
                 self.fast.sync()
             self._send(self.router.tick(now))
             outbound = []
@@ -449,7 +468,7 @@ class Engine:
                 if sa.direction == SaDirection.OUTBOUND:
                     outbound.append(self.fast.seq_view(sa) if self.fast and self.fast.owns(sa) else sa)
                 # Quick mode statistics of `ipsecctl dynamic show stats`: counter deltas.
-                counters = sa.transform.counters()
+                counters = self.fast.counters(sa) if self.fast is not None else sa.transform.counters()
                 seen[id(sa)] = counters
                 before = self._last_counters.get(id(sa))
                 if before is not None and counters != before:
@@ -488,7 +507,8 @@ class Engine:
             "tun_write_dropped": self.tun_write_dropped,
             "callbacks": dict(self.callbacks),
             "router": dict(r.stats.__dict__) if r else {},
-            "states": [sa.summary() for sa in self.sadb.states.values()],
+            "totals": self._totals(),
+            "states": [self._summary(sa) for sa in self.sadb.states.values()],
             "policies": len(self.sadb.policies),
             "acquires": [
                 {"src": str(e.src), "dst": str(e.dst), "protocol": e.protocol, "soft": e.soft}
@@ -504,6 +524,30 @@ class Engine:
             "ikev2": self._ikev2_status(),
             "fastpath": self.fast.status() if self.fast is not None else None,
         }
+
+    def _summary(self, sa: InstalledSA) -> dict[str, Any]:
+        out = sa.summary()
+        if self.fast is not None and self.fast.owns(sa):
+            out["counters"] = dict(self.fast.counters(sa).__dict__)
+            out["fastpath"] = True
+        return out
+
+    def _totals(self) -> dict[str, int]:
+        """Packets protected, delivered and blocked by the router and the fast path together."""
+        stats = self.router.stats if self.router is not None else None
+        totals = {
+            "protected": stats.protected if stats else 0,
+            "delivered": stats.delivered if stats else 0,
+            "blocked": stats.blocked if stats else 0,
+        }
+        if self.fast is not None:
+            fast = self.fast.fp.stats()
+            totals["delivered"] += fast["tun_tx_packets"]
+            totals["blocked"] += fast["rule_drops"]
+            for handle in self.fast.handles.values():
+                counters = self.fast.fp.sa_counters(handle)
+                totals["protected"] += counters.packets_sent if counters else 0
+        return totals
 
     def _service_status(self) -> str:
         """systemctl status's line: the policy, and the SAs in the data path and in IKE."""
@@ -602,6 +646,8 @@ class Engine:
             self.router = self._make_router(loaded)
         else:  # keep queues, pending acquires, soft associations and counters
             self.router.set_policy(loaded.compiled.classifier, _soft_actions(loaded.store))
+        if self.fast is not None:
+            self.fast.set_classifier(loaded.compiled.classifier)
         self.log(f"reloaded: policy {loaded.compiled.policy!r}, {len(loaded.compiled.filters)} filters")
         return None
 
@@ -637,7 +683,9 @@ class Engine:
                 self.fast = FastPathGlue(
                     self.sadb, tun.fileno(), udp.fileno(), vnet_hdr=tun.vnet_hdr, offload=tun.offload
                 )
+                self.fast.set_classifier(loaded.compiled.classifier)
                 self.log(f"fast path: {self.fast.start()}")
+                self.sadb.on_change = self._fast_changed
         except (OSError, nft.NftError, ValueError, RuntimeError) as exc:
             # Whatever was installed stays (fail closed); the sockets and the device fd close.
             if self.fast is not None:
@@ -647,6 +695,8 @@ class Engine:
                 self.tun.close()
             raise EngineError(f"cannot set up the data path: {exc}") from None
         self.router = self._make_router(loaded)
+        if self.fast is not None:
+            self.router.offload = self.fast.offload
         self.events.subscribers.append(self._on_event)
         self.control.register("datapath", lambda req: self.status())
         self.control.register("xfrm", self.xfrm.handle)
@@ -710,6 +760,13 @@ class Engine:
             f.reopen()
         self.log("log files reopened")
 
+    def _flush_ike(self) -> None:
+        """IKE installed SAs: the fast path takes them now, then the queued packets go out."""
+        if self.fast is not None:
+            self.fast.sync()
+        if self.router is not None:
+            self._send(self.router.tick(self.now()))
+
     def _start_ike(self, loop: asyncio.AbstractEventLoop, loaded: Loaded) -> None:
         """The IKE side (``ipsecd.daemon.ike``): UDP 500, and IKE from the 4500 socket."""
         assert self.router is not None
@@ -723,7 +780,7 @@ class Engine:
             self.monitor,
             clock=self.now,
             send_natt=self._send_natt,
-            flush=lambda: self._send(self.router.tick(self.now())) if self.router else None,
+            flush=self._flush_ike,
             log=self.log,
             oakley=oakley,
             events=events,
@@ -735,6 +792,10 @@ class Engine:
         self.ike.v2.dispatcher.guard.threshold = self.cfg.ike_cookie_threshold
         self.ike.set_policy(loaded.store, loaded.compiled)
         self.monitor.on_delete = self.ike.delete
+        if self.fast is not None:  # traffic and byte lifetimes of fast-path SAs are counted there
+            self.ike.counters_of = self.fast.counters
+            ike = self.ike
+            self.fast.on_expiry = lambda spi, hard: ike.soft_expired(spi)
         try:
             self.ike.start(loop)
         except OSError as exc:

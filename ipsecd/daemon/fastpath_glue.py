@@ -8,14 +8,20 @@ its own readers for them). What it installs, re-computed whenever the SA databas
 * every manual SA (store ``[xfrm]`` or ``ipsecctl xfrm``) in ESP tunnel mode with UDP
   encapsulation and an IPv4 outer header, both directions (outbound ones continue from the Python
   transform's next sequence number);
-* one filter per outbound manual policy, in the SA database's order (highest weight first): a
-  single-template protect policy whose SA is in the fast path -> PROTECT with that SA; any other
-  policy (bypass, discard, bundles, other modes) -> SLOW. Packets no filter matches -> SLOW.
+* every SA IKE negotiated in the same shape (IKEv1 or IKEv2 tunnel mode with NAT-T or the rule's
+  ``forceencap``), except the ESP half of an AH+ESP bundle;
+* the filter table of ipsecd/daemon/fastpath_filters.py: manual policies, exemptions and the
+  assigned policy's outbound filters in the router's order, PROTECT only where the router would
+  protect with a fast-path SA, SLOW elsewhere. Packets no filter matches -> SLOW.
 
 SLOW packets come back through ``drain_slow()`` and go to the Python router exactly as if read
-from the TUN; IKE on port 4500 (non-ESP marker) goes to the IKE manager. A PROTECT filter whose SA
-is gone or expired holds its packets (ACQUIRE): manual keying negotiates nothing, so they are
-dropped and counted, never sent in clear nor through the Python copy of the SA.
+from the TUN; datagrams on port 4500 that are not for a fast-path SA (IKE behind the non-ESP
+marker, ESP of the router's own SAs) go to the engine's UDP handling. When the router decides to
+protect with a fast-path SA (packets it queued while IKE negotiated, or a filter the table only
+covers with SLOW) it hands them over (``offload``): the fast path sends them through that SA, so
+one SA never has two senders. A PROTECT filter whose SA is gone or expired holds its packets
+(ACQUIRE): they are dropped and counted, never sent in clear nor through the Python copy of the
+SA (the table is re-made without that SA within one event-loop turn).
 """
 
 from __future__ import annotations
@@ -25,14 +31,14 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
-from ipaddress import ip_network
 from typing import Any
 
+from ipsecd.daemon import fastpath_filters
 from ipsecd.datapath import fastpath as fpmod
-from ipsecd.datapath.sa import Direction, Mode, Protocol
-from ipsecd.datapath.sadb import InstalledSA, PolicyAction, PolicyDir, SADatabase
-
-TOP_WEIGHT = 1 << 30
+from ipsecd.datapath.counters import Counters
+from ipsecd.datapath.sa import Direction, ExpiryReason, Mode, Protocol, Transform
+from ipsecd.datapath.sadb import InstalledSA, SADatabase
+from ipsecd.policy.classifier import Classifier
 
 
 class FastPathError(RuntimeError):
@@ -78,6 +84,12 @@ class FastPathGlue:
         self.refused: set[tuple[int, int, Any]] = set()  # SAs add_sa refused: the router keeps them
         self.slow_packets = 0
         self._next_filter = 1
+        self.classifier: Classifier | None = None  # the assigned policy's (set_classifier)
+        self._classifier_seen: Classifier | None = None
+        self.by_transform: dict[int, tuple[Transform, int]] = {}  # id(outbound transform) -> handle
+        self.hard_expired: set[int] = set()  # handles the fast path expired (bytes, packets, sequence)
+        self.on_expiry: Callable[[int, bool], None] | None = None  # (SPI, hard): the IKE manager's rekey
+        self.fp.configure(unknown_spi=fpmod.Action.SLOW)  # the router's own SAs on 4500 (transport NAT-T)
 
     def start(self) -> str:
         self.sync()
@@ -90,11 +102,27 @@ class FastPathGlue:
     def owns(self, sa: InstalledSA) -> bool:
         return sa.state.key() in self.handles
 
+    def set_classifier(self, classifier: Classifier | None) -> None:
+        """The assigned policy's classifier (at start and after each reload): its filters follow."""
+        self.classifier = classifier
+        self.sync()
+
+    def offload(self, bundle: object) -> int:
+        """The router's hook: the fast-path handle of an outbound SA's transform, 0 if not ours."""
+        found = self.by_transform.get(id(bundle))
+        return found[1] if found is not None and found[0] is bundle else 0
+
     def sync(self) -> None:
-        """Mirror the SA database's eligible SAs and the outbound policies (cheap when unchanged)."""
-        if self.generation == self.sadb.generation:
+        """Mirror the SA database's eligible SAs and the filter table (cheap when unchanged)."""
+        if self.generation == self.sadb.generation and self._classifier_seen is self.classifier:
             return
-        wanted = {k: sa for k, sa in self.sadb.states.items() if eligible(sa)}
+        states = self.sadb.states
+        bundled = fastpath_filters.bundled(states.values())
+        wanted = {
+            k: sa
+            for k, sa in states.items()
+            if eligible(sa) and (sa.state.reqid == 0 or (sa.state.reqid, sa.state.dst) not in bundled)
+        }
         for key in [k for k in self.handles if k not in wanted]:
             self.fp.remove_sa(self.handles.pop(key))
         for key, sa in wanted.items():
@@ -105,8 +133,33 @@ class FastPathGlue:
                 except (ValueError, RuntimeError, OSError):  # stays with the Python router
                     self.refused.add(key)
         self.refused &= set(wanted)
+        self.hard_expired &= set(self.handles.values())
+        self.by_transform = {
+            id(sa.transform): (sa.transform, self.handles[key])
+            for key, sa in states.items()
+            if key in self.handles and sa.direction == Direction.OUTBOUND
+        }
         self._sync_filters()
         self.generation = self.sadb.generation
+        self._classifier_seen = self.classifier
+
+    def tick(self) -> None:
+        """The SAs' time limits are kept by their Python transforms: expire the fast copies too."""
+        for key, handle in self.handles.items():
+            sa = self.sadb.states.get(key)
+            if sa is not None and sa.transform.expired and handle not in self.hard_expired:
+                self.fp.expire_sa(handle, hard=True)
+                self.hard_expired.add(handle)
+                self.generation = -1  # its filters go
+
+    def counters(self, sa: InstalledSA) -> Counters:
+        """An SA's counters: what the Python transform did plus what the fast path did."""
+        mine = sa.transform.counters()
+        handle = self.handles.get(sa.state.key())
+        fast = self.fp.sa_counters(handle) if handle else None
+        if fast is None:
+            return mine
+        return Counters(**{k: v + getattr(fast, k) for k, v in mine.__dict__.items()})
 
     def _outbound_handle(self, tmpl: Any) -> int:
         for key, handle in self.handles.items():
@@ -126,60 +179,87 @@ class FastPathGlue:
         return 0
 
     def _sync_filters(self) -> None:
-        shapes = []
-        outs = [p for p in self.sadb.policies if p.direction is PolicyDir.OUT]
-        for i, p in enumerate(outs):
-            action, handle = fpmod.Action.SLOW, 0
-            if p.action is PolicyAction.PROTECT and len(p.templates) == 1:
-                t = p.templates[0]
-                if t.src is not None and t.dst is not None and not t.optional:
-                    handle = self._outbound_handle(t)
-                    if handle:
-                        action = fpmod.Action.PROTECT
-            s = p.selector
-            shapes.append(
-                (
-                    TOP_WEIGHT - i,
-                    ip_network(s.src),
-                    ip_network(s.dst),
-                    action,
-                    s.protocol,
-                    s.src_ports,
-                    s.dst_ports,
-                    handle,
-                )
-            )
-        old = [
-            (f.weight, f.src, f.dst, f.action, f.protocol, f.src_ports, f.dst_ports, f.sa)
-            for f in self.filters
+        outbound = [
+            (sa, self.handles[key])
+            for key, sa in self.sadb.states.items()
+            if key in self.handles
+            and sa.direction == Direction.OUTBOUND
+            and not sa.transform.expired
+            and self.handles[key] not in self.hard_expired
         ]
-        if shapes == old:
-            return
-        new = []
-        for weight, src, dst, action, proto, sports, dports, handle in shapes:
-            f = fpmod.FastFilter(self._next_filter, weight, src, dst, action, proto, sports, dports, handle)
-            self._next_filter += 1
-            self.fp.add_filter(f)  # the new set is in before the old one goes: no gap
-            new.append(f)
+        shapes = fastpath_filters.build(self.sadb.policies, self._outbound_handle, self.classifier, outbound)
+        # Keep the filters whose shape stays (no gap, no churn on a rekey); add the new ones before
+        # the old ones go.
+        old: dict[fastpath_filters.Shape, list[fpmod.FastFilter]] = {}
         for f in self.filters:
-            self.fp.remove_filter(f.filter_id)
+            old.setdefault(_shape(f), []).append(f)
+        new: list[fpmod.FastFilter] = []
+        for sh in shapes:
+            kept = old.get(sh)
+            if kept:
+                new.append(kept.pop(0))
+                continue
+            f = fpmod.FastFilter(
+                self._next_filter,
+                sh.weight,
+                sh.src,
+                sh.dst,
+                sh.action,
+                sh.protocol,
+                sh.src_ports,
+                sh.dst_ports,
+                sh.sa,
+            )
+            self._next_filter += 1
+            self.fp.add_filter(f)
+            new.append(f)
+        for leftover in old.values():
+            for f in leftover:
+                self.fp.remove_filter(f.filter_id)
         self.filters = new
 
-    def on_event(self, outbound: Callable[[list[bytes]], None], ike: Callable[[list[Any]], None]) -> None:
-        """The event fd is readable: drain events and the slow-path queue (bounded rounds)."""
-        self.fp.drain_events()
+    def on_event(self, outbound: Callable[[list[bytes]], None], inbound: Callable[[list[Any]], None]) -> None:
+        """The event fd is readable: drain events and the slow-path queue (bounded rounds).
+        ``inbound`` gets port-4500 datagrams that are not the fast path's: (data, source, None)."""
+        by_handle = {h: k for k, h in self.handles.items()}
+        for ev in self.fp.drain_events():
+            if ev.kind not in (fpmod.EventKind.SOFT_EXPIRED, fpmod.EventKind.HARD_EXPIRED) or ev.sa is None:
+                continue
+            hard = ev.kind == fpmod.EventKind.HARD_EXPIRED
+            if hard:
+                self.hard_expired.add(ev.sa)
+                self.generation = -1  # the filters stop naming it at the next sync
+            key = by_handle.get(ev.sa)
+            # Time limits are the Python transform's (the engine's tick reports them): only the
+            # byte, packet and sequence limits the fast path counts are news.
+            if key is not None and self.on_expiry is not None and ev.reason is not ExpiryReason.SECONDS:
+                self.on_expiry(key[1], hard)
+        if self.generation == -1:
+            self.sync()
         for _ in range(16):
             slow = self.fp.drain_slow(256)
             if not slow:
                 break
             self.slow_packets += len(slow)
             out = [s.data for s in slow if s.kind == fpmod.SlowKind.OUTBOUND]
-            inbox = [(s.data, s.source, None) for s in slow if s.kind == fpmod.SlowKind.INBOUND and s.source]
+            inbox = [
+                (s.data, s.source, self._local_of(s.data))
+                for s in slow
+                if s.kind == fpmod.SlowKind.INBOUND and s.source
+            ]
             self.acquire_dropped += sum(1 for s in slow if s.kind == fpmod.SlowKind.ACQUIRE)
             if out:
                 outbound(out)
             if inbox:
-                ike(inbox)
+                inbound(inbox)
+
+    def _local_of(self, data: bytes) -> str | None:
+        """Our address a datagram the fast path passed on was sent to (its socket does not ask the
+        kernel): for ESP the destination of the inbound SA its SPI names; None for IKE."""
+        if len(data) < 8 or data[:4] == b"\x00\x00\x00\x00":
+            return None
+        sa = self.sadb.inbound_sa(int(Protocol.ESP), int.from_bytes(data[:4], "big"))
+        return str(sa.state.dst) if sa is not None else None
 
     def seq_view(self, sa: InstalledSA) -> InstalledSA:
         """The SA as the sequence-number store must see it: the fast path sends its packets."""
@@ -205,6 +285,19 @@ class FastPathGlue:
             "stats": self.fp.stats(),
             "sas": sas,
             "filters": len(self.filters),
+            "filter_table": [
+                {
+                    "weight": f.weight,
+                    "src": str(f.src),
+                    "dst": str(f.dst),
+                    "protocol": f.protocol,
+                    "src_ports": list(f.src_ports),
+                    "dst_ports": list(f.dst_ports),
+                    "action": f.action.name,
+                    "sa": f.sa,
+                }
+                for f in self.filters[:200]
+            ],
             "slow_packets": self.slow_packets,
             "acquire_dropped": self.acquire_dropped,
             "refused_sas": len(self.refused),
@@ -217,3 +310,9 @@ class FastPathGlue:
                 loop.remove_reader(self.fp.event_fd())
         with contextlib.suppress(Exception):
             self.fp.close()
+
+
+def _shape(f: fpmod.FastFilter) -> fastpath_filters.Shape:
+    return fastpath_filters.Shape(
+        f.weight, f.src, f.dst, f.action, f.protocol, f.src_ports, f.dst_ports, f.sa
+    )

@@ -28,8 +28,9 @@ from ipsecd.daemon.ike_trace import end_reason, message_line
 from ipsecd.daemon.ike_v2 import IkeV2Side
 from ipsecd.daemon.monitor import MainModeSA, MonitorState, QuickModeSA
 from ipsecd.daemon.router import Acquire, Router
+from ipsecd.datapath.counters import Counters
 from ipsecd.datapath.sa import Mode, SAParams
-from ipsecd.datapath.sadb import ManualState, SADatabase, SadbError
+from ipsecd.datapath.sadb import InstalledSA, ManualState, SADatabase, SadbError
 from ipsecd.ike.certs import load_certificates, load_local_credential
 from ipsecd.ike.dh import DefaultDhProvider
 from ipsecd.ikev1 import events as v1
@@ -96,6 +97,8 @@ class IkeManager:
         self.sadb = sadb
         self.router = router
         self.monitor = monitor
+        # An SA's counters (the engine points it at the fast path's when it carries the SA).
+        self.counters_of: Callable[[InstalledSA], Counters] = lambda sa: sa.transform.counters()
         self.clock = clock
         self._send_natt = send_natt
         self._reqid = 0  # the last AH+ESP bundle's reqid, less BUNDLE_REQID_BASE
@@ -189,7 +192,7 @@ class IkeManager:
         outbound = self.sadb.states.get(c.states[1]) if len(c.states) > 1 else None
         if inbound is None or outbound is None:
             return False
-        cin, cout = inbound.transform.counters(), outbound.transform.counters()
+        cin, cout = self.counters_of(inbound), self.counters_of(outbound)
         self.monitor.update_qm_traffic(
             c.qm_id,
             bytes_in=cin.transport_bytes_received + cin.tunnel_bytes_received,

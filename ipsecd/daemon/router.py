@@ -122,8 +122,11 @@ class Outgoing:
     raw6: list[tuple[bytes, str, str, int]] = field(default_factory=list)  # payload, dst, src, proto
     udp6: list[tuple[bytes, tuple[str, int]]] = field(default_factory=list)
     clear6: list[tuple[bytes, str]] = field(default_factory=list)  # whole IPv6 packets (IPV6_HDRINCL)
+    # Plain packets for an SA the native fast path owns, by its handle: it protects and sends them.
+    fast: list[tuple[int, list[bytes]]] = field(default_factory=list)
 
     def extend(self, other: Outgoing) -> None:
+        self.fast += other.fast
         self.raw4 += other.raw4
         self.udp4 += other.udp4
         self.raw6 += other.raw6
@@ -131,7 +134,14 @@ class Outgoing:
         self.clear6 += other.clear6
 
     def __len__(self) -> int:
-        return len(self.raw4) + len(self.udp4) + len(self.raw6) + len(self.udp6) + len(self.clear6)
+        return (
+            len(self.raw4)
+            + len(self.udp4)
+            + len(self.raw6)
+            + len(self.udp6)
+            + len(self.clear6)
+            + sum(len(b) for _, b in self.fast)
+        )
 
 
 @dataclass
@@ -140,6 +150,7 @@ class RouterStats:
     sent_clear: int = 0  # permitted or soft-fallback packets re-sent in clear
     blocked: int = 0  # dropped by a block filter or a discard policy
     protected: int = 0  # packets protected and handed to a socket
+    offloaded: int = 0  # to protect with an SA the fast path carries: handed to it (--fastpath)
     protect_failed: int = 0  # the transform dropped it (counted in the SA's counters too)
     queued: int = 0  # waiting for an SA
     queue_dropped: int = 0  # queue full, or the acquire timed out
@@ -225,6 +236,10 @@ class Router:
         self._flows: dict[bytes, tuple[str, Transform | Bundle | None]] = {}
         self._flows_gen = -1
         self._checks: dict[bytes, bool] = {}  # inbound policy check results, same idea
+        # ipsecd --fastpath: the fast-path handle of an SA's transform (0: not there). Packets the
+        # router decides to protect with such an SA go to the fast path (Outgoing.fast): two
+        # senders on one SA would reuse sequence numbers.
+        self.offload: Callable[[Transform | Bundle], int] | None = None
         self._checks_gen = -1
 
     def set_policy(self, classifier: Classifier, soft_actions: dict[str, bool]) -> None:
@@ -330,6 +345,11 @@ class Router:
             else:
                 self._queue(pkt, flow, flt, policy, now)
         for bundle, batch in groups.values():
+            handle = self.offload(bundle) if self.offload is not None else 0
+            if handle:
+                stats.offloaded += len(batch)
+                out.fast.append((handle, batch))
+                continue
             for result in bundle.protect(batch):
                 if result is None:
                     stats.protect_failed += 1

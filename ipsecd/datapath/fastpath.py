@@ -246,12 +246,16 @@ class FastPath:
         acquire_interval: float | None = None,
         nice: int | None = None,
         rt_priority: int | None = None,
+        unknown_spi: Action | None = None,
     ) -> None:
         """Default action for packets no filter matches (DROP or SLOW; DROP unless set), TUN reads
         per batch, slow-path queue bound (at most 1024), seconds between ACQUIREs of one filter,
         and the nice value the threads take at `start()` (root may go below 0: they stand in for
         the kernel's softirq work; a refusal is counted in `priority_failed`), or instead a
-        SCHED_RR priority (1..99, 0 = off) so a wake-up never waits for a busy CPU's time slice."""
+        SCHED_RR priority (1..99, 0 = off) so a wake-up never waits for a busy CPU's time slice.
+        `unknown_spi`: what an ESP-in-UDP datagram with an SPI not in the tables becomes: DROP
+        (counted in `bad_spi_packets`, the default) or SLOW (also counted, and queued as an INBOUND
+        slow packet with its source address, for SAs the caller keeps itself)."""
         kwargs: dict[str, float] = {}
         if default_action is not None:
             kwargs["default_action"] = int(default_action)
@@ -265,6 +269,8 @@ class FastPath:
             kwargs["nice"] = nice
         if rt_priority is not None:
             kwargs["rt_priority"] = rt_priority
+        if unknown_spi is not None:
+            kwargs["unknown_spi"] = int(unknown_spi)
         self._fp.configure(**kwargs)  # type: ignore[arg-type]
 
     # --- threads ---
@@ -288,10 +294,13 @@ class FastPath:
     ) -> None:
         self.close()
 
-    def inject(self, packets: list[bytes]) -> int:
+    def inject(self, packets: list[bytes], sa: int = 0) -> int:
         """Send plain IP packets through the outbound path (filters, SAs, GSO) from Python, e.g. the
-        ACQUIRE-held ones from `drain_slow()` once their SA is bound. Needs the threads running."""
-        return self._fp.inject(packets)
+        ACQUIRE-held ones from `drain_slow()` once their SA is bound. Needs the threads running.
+        With `sa` (an outbound handle) the packets skip the filters and go through that SA (the
+        caller already classified them); if it is gone or expired they are dropped and counted
+        (`protect_drops`)."""
+        return self._fp.inject(packets, sa)
 
     # --- reports ---
 

@@ -220,6 +220,12 @@ class SADatabase:
         self._by_spi: dict[tuple[int, int], InstalledSA] = {}
         self.policies: list[SecurityPolicy] = []
         self.generation = 0  # moves whenever states or policies change
+        self.on_change: Callable[[], None] | None = None  # called after each change (the fast path)
+
+    def _changed(self) -> None:
+        self.generation += 1
+        if self.on_change is not None:
+            self.on_change()
 
     # --- states --------------------------------------------------------------------------------
 
@@ -246,7 +252,7 @@ class SADatabase:
         self.states[key] = sa
         if direction == Direction.INBOUND:
             self._by_spi[(key[0], key[1])] = sa
-        self.generation += 1
+        self._changed()
         return sa
 
     def del_state(self, protocol: int, spi: int, dst: IPAddress) -> None:
@@ -255,12 +261,12 @@ class SADatabase:
             raise SadbError(f"no state proto {protocol} spi 0x{spi:08x} dst {dst}")
         if self._by_spi.get((protocol, spi)) is sa:
             del self._by_spi[(protocol, spi)]
-        self.generation += 1
+        self._changed()
 
     def flush_states(self) -> None:
         self.states.clear()
         self._by_spi.clear()
-        self.generation += 1
+        self._changed()
 
     def inbound_sa(self, protocol: int, spi: int) -> InstalledSA | None:
         return self._by_spi.get((protocol, spi))
@@ -273,18 +279,18 @@ class SADatabase:
         self.policies.append(policy)
         # Stable sort: priority, then most specific, then installation order.
         self.policies.sort(key=lambda p: (p.priority, -p.specificity))
-        self.generation += 1
+        self._changed()
 
     def del_policy(self, selector: Selector, direction: PolicyDir) -> None:
         before = len(self.policies)
         self.policies = [p for p in self.policies if p.key() != (selector, direction)]
         if len(self.policies) == before:
             raise SadbError(f"no {direction.value} policy for {selector}")
-        self.generation += 1
+        self._changed()
 
     def flush_policies(self) -> None:
         self.policies.clear()
-        self.generation += 1
+        self._changed()
 
     def policy_for(self, direction: PolicyDir, flow: Flow) -> SecurityPolicy | None:
         for p in self.policies:

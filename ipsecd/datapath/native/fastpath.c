@@ -307,19 +307,21 @@ static PyObject *FastPath_bind_rule(FastPathObject *self, PyObject *args)
 
 static PyObject *FastPath_configure(FastPathObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"default_action", "batch", "slow_queue", "acquire_interval", "nice", "rt_priority", NULL};
-    int action = -1, batch = -1, slow = -1, nice = 100, rt = -1;
+    static char *kwlist[] = {"default_action", "batch",       "slow_queue",  "acquire_interval",
+                             "nice",           "rt_priority", "unknown_spi", NULL};
+    int action = -1, batch = -1, slow = -1, nice = 100, rt = -1, unknown = -1;
     double interval = -1.0;
     if (check_open(self) != 0)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidii", kwlist, &action, &batch, &slow, &interval, &nice,
-                                     &rt))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|iiidiii", kwlist, &action, &batch, &slow, &interval, &nice,
+                                     &rt, &unknown))
         return NULL;
     if ((nice != 100 && (nice < -20 || nice > 19)) || (rt != -1 && (rt < 0 || rt > 99))) {
         PyErr_SetString(PyExc_ValueError, "nice must be in -20..19, rt_priority in 0..99");
         return NULL;
     }
-    if ((action != -1 && action != FP_DROP && action != FP_SLOW) || (batch != -1 && (batch < 1 || batch > 4096))
+    if ((action != -1 && action != FP_DROP && action != FP_SLOW)
+        || (unknown != -1 && unknown != FP_DROP && unknown != FP_SLOW) || (batch != -1 && (batch < 1 || batch > 4096))
         || (slow != -1 && (slow < 0 || slow > FP_SLOW_CAP)) || (interval != -1.0 && (interval < 0 || interval > 3600))) {
         PyErr_SetString(PyExc_ValueError, "bad fast-path setting");
         return NULL;
@@ -327,6 +329,8 @@ static PyObject *FastPath_configure(FastPathObject *self, PyObject *args, PyObje
     wlock(self->fp);
     if (action != -1)
         self->fp->default_action = action;
+    if (unknown != -1)
+        self->fp->unknown_spi_action = unknown;
     if (batch != -1)
         self->fp->batch = (size_t)batch;
     if (slow != -1)
@@ -373,14 +377,15 @@ static PyObject *FastPath_close(FastPathObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *FastPath_inject(FastPathObject *self, PyObject *arg)
+static PyObject *FastPath_inject(FastPathObject *self, PyObject *args)
 {
-    PyObject *fast;
+    PyObject *fast, *arg;
+    unsigned int sa = 0;
     Py_ssize_t n, i;
     unsigned char **pkts = NULL;
     size_t *lens = NULL;
     int r = 0;
-    if (check_open(self) != 0)
+    if (!PyArg_ParseTuple(args, "O|I", &arg, &sa) || check_open(self) != 0)
         return NULL;
     fast = PySequence_Tuple(arg);
     if (fast == NULL)
@@ -402,7 +407,7 @@ static PyObject *FastPath_inject(FastPathObject *self, PyObject *arg)
         lens[i] = (size_t)PyBytes_GET_SIZE(o);
     }
     Py_BEGIN_ALLOW_THREADS /* the tuple keeps the bytes alive */
-    r = fp_inject(self->fp, pkts, lens, (size_t)n);
+    r = fp_inject(self->fp, pkts, lens, (size_t)n, sa);
     Py_END_ALLOW_THREADS
     if (r < 0)
         PyErr_SetString(PyExc_ValueError, "the fast path is not running");
@@ -599,7 +604,8 @@ static PyMethodDef FastPath_methods[] = {
     {"start", (PyCFunction)FastPath_start, METH_NOARGS, "Start the threads."},
     {"stop", (PyCFunction)FastPath_stop, METH_NOARGS, "Stop and join the threads."},
     {"close", (PyCFunction)FastPath_close, METH_NOARGS, "Stop, free the tables, close every fd."},
-    {"inject", (PyCFunction)FastPath_inject, METH_O, "Send plain IP packets through the outbound path."},
+    {"inject", (PyCFunction)FastPath_inject, METH_VARARGS,
+     "inject(packets, sa=0): plain IP packets through the outbound path (sa: that SA, unclassified)."},
     {"event_fd", (PyCFunction)FastPath_event_fd, METH_NOARGS, "The eventfd signalled on new events."},
     {"drain_events", (PyCFunction)FastPath_drain_events, METH_NOARGS, "[(kind, a, b)]"},
     {"drain_slow", (PyCFunction)FastPath_drain_slow, METH_VARARGS, "[(kind, aux, from, data)]"},

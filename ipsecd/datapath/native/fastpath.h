@@ -125,6 +125,7 @@ struct fastpath {
     int tun_fd, udp_fd, stop_fd, event_fd;
     struct fp_features feat;
     int default_action;
+    int unknown_spi_action;         /* FP_DROP (counted) or FP_SLOW: to Python as an INBOUND datagram */
     uint64_t acquire_interval_ns;
     size_t batch;
     int nice;                       /* applied to both threads at start when not 0 */
@@ -180,7 +181,7 @@ void fp_probe_socket(struct fastpath *fp);
 unsigned fp_tun_offload(int fd, int want);
 const char *fp_start(struct fastpath *fp);
 void fp_stop(struct fastpath *fp);
-int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n);
+int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n, uint32_t sa_handle);
 int fp_open_tun(const char *name, int vnet_hdr, int multi_queue, char *ifname_out);
 
 /* Shared by fp_loop.c (TX, setup) and fp_rx.c (RX). */

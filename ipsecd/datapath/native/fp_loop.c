@@ -439,20 +439,34 @@ void fp_tx_round(struct fastpath *fp)
 }
 
 /* Python hands plain IP packets (e.g. those held for an ACQUIRE, once the SA is there) to the
- * outbound path: classified and protected like TUN packets. Returns how many were taken; -1 when the
- * fast path is not running. */
-int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n)
+ * outbound path: classified and protected like TUN packets, or, with `sa_handle` != 0, protected
+ * with that outbound SA without classification (the Python router already chose it; an SA that is
+ * gone, inbound or expired drops them, counted in protect_dropped). Returns how many were taken;
+ * -1 when the fast path is not running. */
+int fp_inject(struct fastpath *fp, unsigned char *const *pkts, const size_t *lens, size_t n, uint32_t sa_handle)
 {
     size_t i;
+    struct fp_sa *s = NULL;
     if (!fp->running || fp->txc == NULL)
         return -1;
     pthread_mutex_lock(&fp->txmu);
     pthread_rwlock_rdlock(&fp->lock);
+    if (sa_handle != 0) {
+        s = fp_sa_get(fp, sa_handle);
+        if (s != NULL && (!s->outbound || s->sa.expired))
+            s = NULL;
+    }
     for (i = 0; i < n; i++) {
         if (lens[i] > PKT_MAX)
             continue;
-        memcpy(fp->txc->rbuf, pkts[i], lens[i]);
-        tx_packet(fp->txc, fp->txc->rbuf, lens[i], 0);
+        if (sa_handle == 0) {
+            memcpy(fp->txc->rbuf, pkts[i], lens[i]);
+            tx_packet(fp->txc, fp->txc->rbuf, lens[i], 0);
+        } else if (s != NULL && lens[i] > 0 && ((pkts[i][0] >> 4) == 4 || (pkts[i][0] >> 4) == 6)) {
+            emit(fp->txc, s, pkts[i], lens[i]);
+        } else {
+            fp->txc->st->v[S_PROTECT_DROPS]++;
+        }
     }
     flush(fp->txc);
     pthread_rwlock_unlock(&fp->lock);

@@ -244,6 +244,13 @@ static void rx_datagram(struct rx_ctx *c, unsigned char *d, size_t n, const stru
     s = fp_spi_lookup(fp, nat_get32(d));
     if (s == NULL) {
         c->st->v[S_BAD_SPI]++;
+        /* Not ours: an SA the Python router keeps (e.g. transport mode), or garbage it counts. */
+        if (fp->unknown_spi_action == FP_SLOW) {
+            if (fp_slow_push(fp, FP_SLOW_INBOUND, 0, from, d, n) == 0)
+                c->st->v[S_SLOW_QUEUED]++;
+            else
+                c->st->v[S_SLOW_DROPPED]++;
+        }
         return;
     }
     /* sa.c unprotects a whole outer packet: put an IPv4 + UDP header in the 28 bytes in front of

@@ -30,6 +30,7 @@ const char *fp_init(struct fastpath *fp, int tun_fd, int udp_fd, int vnet_hdr)
     fp->stop_fd = fp->event_fd = -1;
     fp->feat.vnet_hdr = vnet_hdr;
     fp->default_action = FP_DROP;
+    fp->unknown_spi_action = FP_DROP;
     fp->acquire_interval_ns = 1000000000u;
     fp->batch = 64;
     fp->slow_cap = 256;
