@@ -111,9 +111,10 @@ def xfrm_store(
 
 
 EMPTY_STORE = "[daemon]\n"
-# IPSECD_TEST_FASTPATH=1 (tools/test's second pass): every daemon the tests start runs with
-# --fastpath, so the daemon tests cover both data paths.
-FASTPATH_EVERYWHERE = os.environ.get("IPSECD_TEST_FASTPATH") == "1"
+# The daemon runs on the native fast path by default; IPSECD_TEST_FASTPATH=0 (tools/test's second
+# pass) starts every daemon with --no-fastpath (unless a test asks for --fastpath), so the daemon
+# tests cover both data paths.
+PYTHON_ROUTER_EVERYWHERE = os.environ.get("IPSECD_TEST_FASTPATH") == "0"
 
 
 @dataclass
@@ -150,8 +151,8 @@ def start_daemon(
     state = lab.scratch(f"{host.name}-state")
     argv = ["-m", "ipsecd.daemon.main", "--config", str(store), "--control", str(control), "--foreground"]
     argv += ["--state-dir", str(state)]
-    if FASTPATH_EVERYWHERE and "--fastpath" not in extra:
-        argv.append("--fastpath")
+    if PYTHON_ROUTER_EVERYWHERE and "--fastpath" not in extra:
+        argv.append("--no-fastpath")
     proc = host.popen_python([*argv, *extra], name="ipsecd")
     proc.wait_output(r"ipsecd: ready", 20)
     return Daemon(host, proc, control, store)

@@ -8,6 +8,8 @@ daemons' status shows the fast path's counters carried the packets, not the Pyth
 
 from __future__ import annotations
 
+from unittest.mock import ANY
+
 import pytest
 
 from ipsecd.daemon import fastpath_glue
@@ -121,3 +123,25 @@ def test_fastpath_unavailable_daemon_refuses(lab: Lab) -> None:
     assert "cannot set up the data path: --fastpath:" in proc.output()
     assert "ready" not in proc.output()
     p.a.run(["nft", "list", "table", "inet", "ipsecd"])  # raises if the table is gone
+
+
+def test_default_is_the_fast_path_where_it_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No option: on when the extension is there (and --backend is not python); otherwise the
+    Python router, and the reason is said. --fastpath / --no-fastpath decide alone."""
+    from ipsecd.daemon import main as daemon_main
+
+    assert daemon_main.resolve_fastpath(None, "auto") == (
+        fastpath.AVAILABLE,
+        None if fastpath.AVAILABLE else ANY,
+    )
+    assert daemon_main.resolve_fastpath(None, "python") == (False, None)
+    assert daemon_main.resolve_fastpath("on", "python") == (True, None)
+    assert daemon_main.resolve_fastpath("off", "auto") == (False, None)
+    monkeypatch.setattr(fastpath, "AVAILABLE", False)
+    monkeypatch.setattr(fastpath, "UNAVAILABLE_REASON", "not built (test)")
+    on, note = daemon_main.resolve_fastpath(None, "native")
+    assert not on and note is not None and "not built (test)" in note and "Python router" in note
+    args = daemon_main.build_parser().parse_args(["--config", "x", "--no-fastpath"])
+    assert args.fastpath == "off"
+    with pytest.raises(SystemExit):  # one or the other
+        daemon_main.build_parser().parse_args(["--config", "x", "--fastpath", "--no-fastpath"])

@@ -148,7 +148,7 @@ def test_offloads_super_packets_and_python_deliveries(lab: Lab) -> None:
 
 
 def test_persistent_tun_reattached_plain_and_with_vnet_hdr(lab: Lab) -> None:
-    """--fastpath, then without (a restart of the persistent device: IFF_VNET_HDR and the offloads
+    """--fastpath, then --no-fastpath (a restart of the persistent device: IFF_VNET_HDR and the offloads
     cleared, or TCP checksums would reach the plain reader unfinished), then --fastpath again."""
     p = two_hosts(lab)
     for host, inner in ((p.a, INNER_A), (p.b, INNER_B)):
@@ -160,9 +160,9 @@ def test_persistent_tun_reattached_plain_and_with_vnet_hdr(lab: Lab) -> None:
         path.chmod(0o600)
         stores[host.name] = path
     tso = _tso_expected(p.a)
-    for phase, extra in enumerate((("--fastpath",), (), ("--fastpath",))):
+    for phase, extra in enumerate((("--fastpath",), ("--no-fastpath",), ("--fastpath",))):
         daemons = [start_daemon(lab, h, store=stores[h.name], extra=extra) for h in (p.a, p.b)]
-        fast = bool(extra)
+        fast = extra == ("--fastpath",)
         for d in daemons:
             assert bool(_tun_flags(d.host) & IFF_VNET_HDR) == fast, phase
             offloads = _offloads(d.host)

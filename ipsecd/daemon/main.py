@@ -96,10 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="half-open IKEv2 SAs above which IKE_SA_INIT must carry a COOKIE (RFC 7296 2.6; default 10)",
     )
-    parser.add_argument(
+    fast = parser.add_mutually_exclusive_group()
+    fast.add_argument(
         "--fastpath",
-        action="store_true",
-        help="carry tunnel-mode ESP-in-UDP SAs on the native fast path (refuses to start without it)",
+        action="store_const",
+        const="on",
+        dest="fastpath",
+        help="carry tunnel-mode ESP-in-UDP SAs on the native fast path, and refuse to start without it"
+        " (default: on when the extension is built and --backend is not python)",
+    )
+    fast.add_argument(
+        "--no-fastpath",
+        action="store_const",
+        const="off",
+        dest="fastpath",
+        help="the Python router carries every SA",
     )
     parser.add_argument("--event-log", metavar="PATH", default=None, help="JSON-lines event log file")
     parser.add_argument(
@@ -111,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ipsecd {__version__}")
     return parser
+
+
+def resolve_fastpath(choice: str | None, backend: str) -> tuple[bool, str | None]:
+    """--fastpath ("on": required, the engine refuses to start without it), --no-fastpath ("off"),
+    or neither (None): on when the extension is built, unless --backend python asks for no native
+    code. Returns the decision and, when the default could not be honoured, why."""
+    if choice is not None:
+        return choice == "on", None
+    if backend == "python":
+        return False, None
+    from ipsecd.datapath import fastpath as fpmod
+
+    if fpmod.AVAILABLE:
+        return True, None
+    reason = fpmod.UNAVAILABLE_REASON or "not built"
+    return False, f"fast path unavailable ({reason}): the Python router carries every SA"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not removed:
             print("ipsecd: nothing to flush")
         return 0
+    fastpath, note = resolve_fastpath(args.fastpath, args.backend)
+    if note:
+        print(f"ipsecd: {note}")
     cfg = EngineConfig(
         store=Path(args.config),
         tun=args.tun,
@@ -145,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dpd_retries=args.dpd_retries,
         ike_cookie_threshold=args.ike_cookie_threshold,
         poll_interval=args.poll_interval,
-        fastpath=args.fastpath,
+        fastpath=fastpath,
     )
     if args.control:
         cfg.control = Path(args.control)
