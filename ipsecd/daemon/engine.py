@@ -375,9 +375,10 @@ class Engine:
 
     def _fast_changed(self) -> None:
         """The SA database changed: the fast path's tables follow within this event-loop turn."""
-        if self.fast is not None and self._loop is not None and not self._fast_sync_due:
+        loop = self._loop
+        if self.fast is not None and loop is not None and not loop.is_closed() and not self._fast_sync_due:
             self._fast_sync_due = True
-            self._loop.call_soon(self._fast_sync)
+            loop.call_soon(self._fast_sync)
 
     def _fast_sync(self) -> None:
         self._fast_sync_due = False
@@ -854,8 +855,12 @@ class Engine:
                 self.ike.close()
         if self.control is not None:
             await self.control.close()
+        self.sadb.on_change = None
         if self.fast is not None:
             self.fast.close(loop)
+            self.fast = None
+            if self.router is not None:
+                self.router.offload = None
         self._close_sockets()
         if self.tun is not None:
             self.tun.close()
