@@ -215,7 +215,7 @@ def test_udp_encapsulated_esp_and_ike_on_the_natt_port() -> None:
 
 
 def test_nft_rules_follow_the_policy_order() -> None:
-    from ipsecd.daemon.engine import Loaded, nft_config
+    from ipsecd.daemon.engine_config import Loaded, nft_config
     from ipsecd.io.nft import build_ruleset
 
     st = parse_store_texts([("s.toml", store(soft=True))])
@@ -244,7 +244,7 @@ def test_nft_match_ranges() -> None:
 
 
 def test_nft_inbound_verdicts_follow_the_filter_action() -> None:
-    from ipsecd.daemon.engine import Loaded, nft_config
+    from ipsecd.daemon.engine_config import Loaded, nft_config
     from ipsecd.io.nft import ACCEPT
 
     for inpass, soft, want in ((True, False, ACCEPT), (False, True, SOFT_DROP), (False, False, DROP)):

@@ -145,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.poll_interval is not None and args.poll_interval < 0:
         print("ipsecd: --poll-interval must be 0 (off) or a number of seconds", file=sys.stderr)
         return EXIT_CONFIG
-    from ipsecd.daemon.engine import Engine, EngineConfig, EngineError, flush_all
+    from ipsecd.daemon.engine import Engine
+    from ipsecd.daemon.engine_config import EngineConfig, EngineError, flush_all
 
     if args.flush:
         try:
