@@ -73,8 +73,7 @@ def measure(
         res.tcp_cpu_per_gbit = cpu / (res.tcp_gbps * args.seconds)
 
     def udp(rate: float, seconds: float) -> tuple[float, float]:
-        """(delivered bit/s, loss %) from the receiver's side of iperf3's report (iperf3 3.12 also
-        writes sum_sent for UDP, so tests.netns.parse_iperf3 reads it as TCP)."""
+        """(delivered bit/s, loss %) from the receiver's side of iperf3's report."""
         b.iperf3_server(bind=dst)
         r = a.iperf3_client(
             dst,

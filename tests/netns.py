@@ -256,6 +256,17 @@ def parse_iperf3(text: str) -> IperfResult:
     if "error" in data:
         raise HarnessError(f"iperf3: {data['error']}")
     end = data["end"]
+    udp = data.get("start", {}).get("test_start", {}).get("protocol") == "UDP"
+    if udp:  # iperf3 >= 3.11 also writes sum_sent/sum_received for UDP: the received side counts
+        s = end["sum"]
+        got = end.get("sum_received", s)
+        return IperfResult(
+            float(end.get("sum_sent", s)["bits_per_second"]),
+            float(got["bits_per_second"]),
+            None,
+            float(s.get("lost_percent", got.get("lost_percent", 0.0))),
+            data,
+        )
     if "sum_sent" in end:  # TCP
         return IperfResult(
             float(end["sum_sent"]["bits_per_second"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -74,6 +75,25 @@ def test_iperf3_reports_throughput(lab: netns.Lab) -> None:
     p.b.iperf3_server(bind="192.0.2.2")
     r = p.a.iperf3_client("192.0.2.2", seconds=1)
     assert r.sent_bps > 1e6 and r.received_bps > 1e6
+    assert r.retransmits is not None and r.lost_percent is None  # TCP
+    p.b.iperf3_server(bind="192.0.2.2")
+    u = p.a.iperf3_client("192.0.2.2", seconds=1, udp_rate="20M", extra=["-l", "1000"])
+    assert u.retransmits is None and u.lost_percent is not None  # UDP, whatever iperf3 version
+    assert 5e6 < u.received_bps < 40e6, u
+
+
+def test_parse_iperf3_udp_with_sum_sent() -> None:
+    """iperf3 3.11+ writes sum_sent and sum_received for UDP too: still read as UDP, received side."""
+    doc = {
+        "start": {"test_start": {"protocol": "UDP"}},
+        "end": {
+            "sum": {"bits_per_second": 9e8, "lost_percent": 2.5},
+            "sum_sent": {"bits_per_second": 1e9},
+            "sum_received": {"bits_per_second": 9e8, "lost_percent": 2.5},
+        },
+    }
+    r = netns.parse_iperf3(json.dumps(doc))
+    assert (r.sent_bps, r.received_bps, r.retransmits, r.lost_percent) == (1e9, 9e8, None, 2.5)
 
 
 @pytest.mark.root
