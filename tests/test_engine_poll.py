@@ -146,10 +146,12 @@ def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> Non
     events = lab.scratch("a-events.log")
     da = start_daemon(lab, p.a, extra=("--poll-interval", "1", "--event-log", str(events)))
     tcp_echo(p.a, p.b, B4, port=7000, size=1000)  # the empty store protects nothing
+    (started,) = _events(events, EventId.POLICY_APPLIED)  # the store applied at start
+    assert started["fields"] == {"policy": None, "rules": 0, "filters": 0}
     # A block rule for TCP 7000, no signal: enforced within a few seconds, with POLICY_APPLIED.
     _replace(da.store, BLOCK_7000)
-    wait_until(lambda: _events(events, EventId.POLICY_APPLIED), 10, what="POLICY_APPLIED")
-    (applied,) = _events(events, EventId.POLICY_APPLIED)
+    wait_until(lambda: len(_events(events, EventId.POLICY_APPLIED)) == 2, 10, what="POLICY_APPLIED")
+    applied = _events(events, EventId.POLICY_APPLIED)[1]
     assert applied["fields"] == {"policy": "blocker", "rules": 1, "filters": da.status()["filters"]}
     (changed,) = _events(events, EventId.POLICY_CHANGED)
     assert changed["fields"]["source"] == "poll" and "policy:blocker" in changed["fields"]["objects"]
@@ -171,7 +173,9 @@ def test_a_changed_store_is_polled_and_applied_without_a_signal(lab: Lab) -> Non
     # Fixed, now blocking TCP 7001 instead: applied again.
     _replace(da.store, BLOCK_7000.replace("7000", "7001"))
     wait_until(
-        lambda: len(_events(events, EventId.POLICY_APPLIED)) == 2, 10, what="the second POLICY_APPLIED"
+        lambda: len(_events(events, EventId.POLICY_APPLIED)) == 3,
+        10,
+        what="the second change's POLICY_APPLIED",
     )
     tcp_echo(p.a, p.b, B4, port=7000, size=1000)
     tcp_echo(p.a, p.b, B4, port=7001, expect_ok=False)
@@ -195,7 +199,7 @@ def test_a_polled_store_keeps_what_ipsecctl_persist_installed(lab: Lab) -> None:
         out, err = io.StringIO(), io.StringIO()
         argv = ["--persist", "--control", str(da.control), "--config", str(da.store), "xfrm"]
         assert ipsecctl([*argv, *shlex.split(command)], out=out, err=err) == 0, err.getvalue()
-    wait_until(lambda: len(_events(events, EventId.POLICY_APPLIED)) >= 1, 10, what="the store to be polled")
+    wait_until(lambda: len(_events(events, EventId.POLICY_APPLIED)) >= 2, 10, what="the store to be polled")
     time.sleep(1.5)
     assert _events(events, EventId.POLICY_REJECTED) == [], da.proc.output()
     status = da.status()

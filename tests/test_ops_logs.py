@@ -8,6 +8,7 @@ open again at its configured path.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -64,3 +65,19 @@ def test_sigusr1_reopens_the_event_and_oakley_logs(lab: Lab) -> None:
     assert "QUICK_MODE_SA_ESTABLISHED" in rotated[0].read_text()
     # Still serving: traffic passes under the SA negotiated before the rotation.
     assert p.a.ping(B4, count=2, interval=0.1).received == 2
+
+
+def test_start_and_stop_events_with_the_applied_policy(lab: Lab) -> None:
+    """DAEMON_STARTED and POLICY_APPLIED (the store applied at start) open the event log;
+    DAEMON_STOPPED with the signal closes it (docs/events.md 1000, 1001, 1101)."""
+    p = two_hosts(lab)
+    events = lab.scratch("a-events.log")
+    d = start_daemon(lab, p.a, store_text=psk_store(B4), extra=("--event-log", str(events)))
+    wait_until(lambda: "POLICY_APPLIED" in events.read_text(), 5, what="POLICY_APPLIED")
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["name"] for e in lines[:2]] == ["DAEMON_STARTED", "POLICY_APPLIED"], lines
+    assert lines[0]["fields"]["config"] == str(d.store), lines[0]
+    assert lines[1]["fields"]["filters"] > 0 and lines[1]["fields"]["policy"], lines[1]
+    assert d.proc.stop() == 0
+    last = json.loads(events.read_text().splitlines()[-1])
+    assert (last["name"], last["fields"]["reason"]) == ("DAEMON_STOPPED", "signal SIGTERM"), last

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ipsecd import __version__
 from ipsecd.daemon import notify
 from ipsecd.daemon import signals as daemon_signals
 from ipsecd.daemon.control import ControlServer
@@ -70,11 +71,12 @@ from ipsecd.io.netlink import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, ChangeMoni
 from ipsecd.io.raw import RawIpSocket
 from ipsecd.io.tun import TunDevice
 from ipsecd.io.udp import UdpSocket
-from ipsecd.log.events import Event
+from ipsecd.log.events import DaemonStarted, DaemonStopped, Event
 from ipsecd.log.oakley import DEFAULT_OAKLEY_PATH, OakleyLog
 from ipsecd.log.sinks import EventLog, JsonLinesSink
 from ipsecd.policy.issues import StoreError
 from ipsecd.policy.model import Store
+from ipsecd.policy.poll import applied_event
 
 BATCH = 256
 TICK = 0.25
@@ -594,6 +596,8 @@ class Engine:
             f"backend {self._backend_name()}, pid {os.getpid()}"
         )
         notify.ready("running")
+        self._emit(DaemonStarted(version=__version__, config=str(cfg.store), policy=loaded.compiled.policy))
+        self._emit(applied_event(loaded.store, len(loaded.compiled.filters)))
         pinger = ServicePinger(loop, self._service_status, log=self.log)  # WATCHDOG=1, STATUS=
         pinger.start()
         self._schedule_poll()
@@ -603,6 +607,7 @@ class Engine:
             pinger.cancel()
             notify.stopping()
             uninstall()
+            self._emit(DaemonStopped(reason=f"signal {stop_signal[0].name}" if stop_signal else "request"))
             await self.shutdown()
         self.log(f"stopped by {stop_signal[0].name if stop_signal else 'request'}")
         return 0
