@@ -69,17 +69,23 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
         memcpy(sa->tun_src, tsrc, 16);
     if (tdst != NULL)
         memcpy(sa->tun_dst, tdst, 16);
-    nat_replay_init(&sa->replay, (uint32_t)cfg[CFG_WINDOW]);
+    /* One direction per SA: the replay bitmap (sized to the window) only inbound, one cipher
+     * context (encrypt outbound, decrypt inbound). */
+    if (nat_replay_init(&sa->replay, (uint32_t)cfg[CFG_WINDOW], !sa->outbound) != 0)
+        return "out of memory";
     if (nsels) {
         sa->sels = malloc(nsels * sizeof(*sels));
-        if (sa->sels == NULL)
+        if (sa->sels == NULL) {
+            nat_replay_free(&sa->replay);
             return "out of memory";
+        }
         memcpy(sa->sels, sels, nsels * sizeof(*sels));
         sa->nsels = nsels;
     }
-    err = nat_crypto_init(&sa->crypto, (int)cfg[CFG_ENC], ekey, ekey_len, (int)cfg[CFG_INTEG], ikey, ikey_len,
-                          iv_key, iv_key_len);
+    err = nat_crypto_init(&sa->crypto, sa->outbound ? NAT_DIR_ENCRYPT : NAT_DIR_DECRYPT, (int)cfg[CFG_ENC], ekey,
+                          ekey_len, (int)cfg[CFG_INTEG], ikey, ikey_len, iv_key, iv_key_len);
     if (err != NULL) {
+        nat_replay_free(&sa->replay);
         free(sa->sels);
         sa->sels = NULL;
         return err;
@@ -102,6 +108,7 @@ static unsigned char *ah_scratch(struct nat_sa *sa)
 void nat_sa_free(struct nat_sa *sa)
 {
     nat_crypto_free(&sa->crypto);
+    nat_replay_free(&sa->replay);
     free(sa->sels);
     sa->sels = NULL;
     sa->nsels = 0;
@@ -265,6 +272,8 @@ static int protect_one(struct nat_sa *sa, const unsigned char *in, size_t n, uns
     size_t total;
     unsigned proto = sa->esp ? (sa->encap ? 17u : 50u) : 51u;
 
+    if (!sa->outbound)
+        return C_MALFORMED; /* an inbound SA has no encrypt context: refused, counted */
     if (sa->expired)
         return C_EXPIRED;
     version = nat_ip_validate(in, n, sa->tunnel);
@@ -355,6 +364,8 @@ static int unprotect_one(struct nat_sa *sa, const unsigned char *in, size_t n, u
     unsigned char *inner;
     uint64_t seq;
 
+    if (sa->outbound)
+        return C_BAD_SPI; /* not an inbound SA (no decrypt context, no replay window): counted */
     version = nat_ip_validate(in, n, 0);
     if (version < 0)
         return -version;

@@ -73,6 +73,9 @@ void nat_sa_free(struct nat_sa *sa);
 /* Upper bound of protect's growth (outer header, UDP, ESP/AH overhead). */
 size_t nat_sa_max_overhead(const struct nat_sa *sa);
 size_t nat_sa_protect_size(const struct nat_sa *sa, const unsigned char *in, size_t n);
+/* An SA has the crypto of its own direction only: protect on an inbound SA drops the packet as
+ * malformed_packets, unprotect on an outbound one as bad_spi_packets (each counted, nothing else
+ * touched). */
 int nat_sa_protect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
                    size_t *outlen);
 int nat_sa_unprotect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
