@@ -470,3 +470,17 @@ def test_inject_through_a_named_sa_skips_the_filters(rig: Rig) -> None:
     rig.fp.inject(packets[:1], sa=999)  # no such SA
     assert _recv_all(rig.peer, 1, timeout=0.3) == []
     assert rig.fp.stats()["protect_drops"] == before + 3
+
+
+def test_table_sizes_count_the_replay_bitmaps_of_inbound_sas_only(rig: Rig) -> None:
+    """Outbound SAs have no replay bitmap; inbound ones window / 32 + 1 words rounded up to a power
+    of two (RFC 6479): 16 bytes for the rig's 64, 8 for 32, 1 KiB for 4096."""
+    sizes = rig.fp.table_sizes()
+    assert (sizes["sas"], sizes["replay_bitmap_bytes"]) == (2, 16)
+    assert 0 < sizes["sa_entry_bytes"] < 1024
+    h32 = rig.fp.add_sa(replace(rig.in_params, spi=0x7001, replay_window=32), Direction.INBOUND)
+    h4k = rig.fp.add_sa(replace(rig.in_params, spi=0x7002, replay_window=4096), Direction.INBOUND)
+    rig.fp.add_sa(replace(rig.out_params, spi=0x7003, replay_window=4096), Direction.OUTBOUND)
+    assert rig.fp.table_sizes()["replay_bitmap_bytes"] == 16 + 8 + 1024
+    assert rig.fp.remove_sa(h4k) and rig.fp.remove_sa(h32)
+    assert rig.fp.table_sizes()["replay_bitmap_bytes"] == 16

@@ -41,7 +41,6 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
 {
     const char *err;
     memset(sa, 0, sizeof(*sa));
-    memcpy(sa->cfg, cfg, sizeof(sa->cfg));
     if (cfg[CFG_PROTOCOL] != 50 && cfg[CFG_PROTOCOL] != 51)
         return "protocol must be ESP or AH";
     if (cfg[CFG_MODE] != 1 && cfg[CFG_MODE] != 2)
@@ -61,6 +60,12 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
         return "AH cannot be UDP-encapsulated";
     if (!sa->esp && cfg[CFG_ENC] != NAT_ENCR_NULL)
         return "AH takes no encryption algorithm";
+    sa->sport = (uint16_t)cfg[CFG_SPORT];
+    sa->dport = (uint16_t)cfg[CFG_DPORT];
+    sa->soft_bytes = cfg[CFG_SOFT_BYTES];
+    sa->hard_bytes = cfg[CFG_HARD_BYTES];
+    sa->soft_packets = cfg[CFG_SOFT_PACKETS];
+    sa->hard_packets = cfg[CFG_HARD_PACKETS];
     sa->seq_max = sa->esn ? UINT64_MAX : 0xFFFFFFFFu;
     sa->next_seq = cfg[CFG_INITIAL_SEQ];
     if (sa->next_seq < 1 || sa->next_seq > sa->seq_max)
@@ -162,13 +167,13 @@ static void deliver(struct nat_sa *sa, size_t inner_len)
     c[(sa->tunnel ? C_TUNNEL_SENT : C_TRANSPORT_SENT) + rx] += inner_len;
     sa->life_bytes += inner_len;
     sa->life_packets += 1;
-    if (sa->cfg[CFG_SOFT_BYTES] && sa->life_bytes >= sa->cfg[CFG_SOFT_BYTES])
+    if (sa->soft_bytes && sa->life_bytes >= sa->soft_bytes)
         nat_sa_soft(sa, 1);
-    if (sa->cfg[CFG_SOFT_PACKETS] && sa->life_packets >= sa->cfg[CFG_SOFT_PACKETS])
+    if (sa->soft_packets && sa->life_packets >= sa->soft_packets)
         nat_sa_soft(sa, 2);
-    if (sa->cfg[CFG_HARD_BYTES] && sa->life_bytes >= sa->cfg[CFG_HARD_BYTES])
+    if (sa->hard_bytes && sa->life_bytes >= sa->hard_bytes)
         nat_sa_hard(sa, 1);
-    if (sa->cfg[CFG_HARD_PACKETS] && sa->life_packets >= sa->cfg[CFG_HARD_PACKETS])
+    if (sa->hard_packets && sa->life_packets >= sa->hard_packets)
         nat_sa_hard(sa, 2);
 }
 
@@ -212,8 +217,8 @@ static int wrap(struct nat_sa *sa, unsigned char *out, size_t hlen, int version,
         if (sa->encap) {
             /* RFC 3948 section 2.1: checksum 0 over IPv4; computed over IPv6 (RFC 8200 section 8.1). */
             unsigned char *u = out + hlen;
-            nat_put16(u, (uint16_t)sa->cfg[CFG_SPORT]);
-            nat_put16(u + 2, (uint16_t)sa->cfg[CFG_DPORT]);
+            nat_put16(u, sa->sport);
+            nat_put16(u + 2, sa->dport);
             nat_put16(u + 4, (uint16_t)(total - hlen));
             u[6] = u[7] = 0;
             if (version == 6)

@@ -48,8 +48,9 @@ enum {
 struct nat_sa {
     struct nat_crypto crypto;
     struct nat_replay replay;
-    uint64_t cfg[NAT_CONFIG_FIELDS];
+    uint64_t soft_bytes, hard_bytes, soft_packets, hard_packets; /* lifetime limits, 0 = none */
     uint32_t spi;
+    uint16_t sport, dport;      /* UDP encapsulation ports (RFC 3948) */
     int esp, tunnel, esn, outbound, encap, outer_version, confidential;
     unsigned char tun_src[16], tun_dst[16];
     uint64_t next_seq, seq_max;
