@@ -130,6 +130,21 @@ def native_heap() -> int | None:
     return int(m.uordblks) + int(m.hblkhd)
 
 
+def settled_heap(timeout: float = 2.0) -> int | None:
+    """native_heap() once it stops moving (two reads 50 ms apart agree, at most `timeout` s): the
+    fast path's RX thread allocates its receive buffers (about 2.7 MB) just after start(), which a
+    read right after start() would otherwise count as SA memory."""
+    last = native_heap()
+    deadline = time.monotonic() + timeout
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = native_heap()
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
 
@@ -175,7 +190,7 @@ def install_remove(n: int) -> TableResult:
     with FastPath(a.detach(), esp.detach()) as fp:
         fp.start()
         dirs = fp._directions  # the wrapper's handle -> direction dict: Python, not the native tables
-        h0, d0, r0 = native_heap(), sys.getsizeof(dirs), rss()
+        h0, d0, r0 = settled_heap(), sys.getsizeof(dirs), rss()
         m0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t = time.perf_counter()
         handles = [

@@ -104,6 +104,64 @@ def test_equal_sizes_go_out_as_separate_datagrams_with_gso(rig: Rig) -> None:
     assert got == [r[28:] for r in ref if r is not None]
 
 
+def test_datagrams_of_different_sas_to_one_peer_share_gso_messages(rig: Rig) -> None:
+    """Two outbound SAs to the same peer address and port, packets interleaved A, B, A, B, ...: the
+    datagrams still merge into one UDP GSO message (equal sizes, the last one shorter); the peer gets
+    them in order, byte-equal to the fallback's output, and each SA counts its own packets. A third
+    SA to another port never shares a message with them."""
+    if not rig.fp.features().udp_gso:
+        pytest.skip("UDP_SEGMENT not supported by this kernel")
+    other_net = ip_network("10.3.0.0/24")
+    b_params = replace(rig.out_params, spi=0x3003, enc_key=bytes(range(40, 60)))
+    b_handle = rig.fp.add_sa(b_params, Direction.OUTBOUND)
+    rig.fp.add_filter(FastFilter(2, 10, LOCAL, other_net, Action.PROTECT, sa=b_handle))
+    a_pkts = [_inner(i, 1300) for i in range(20)] + [_inner(20, 700)]
+    b_pkts = [_inner(i, 1300, dst="10.3.0.7") for i in range(20)]
+    interleaved = [p for pair in zip(a_pkts, b_pkts, strict=False) for p in pair] + a_pkts[20:]
+    a_ref = make_transform(rig.out_params, Direction.OUTBOUND, backend="python").protect(a_pkts)
+    b_ref = make_transform(b_params, Direction.OUTBOUND, backend="python").protect(b_pkts)
+    want = [r[28:] for pair in zip(a_ref, b_ref, strict=False) for r in pair if r is not None]
+    want += [r[28:] for r in a_ref[20:] if r is not None]
+    assert len(want) == 41
+    before = rig.fp.stats()
+    assert rig.fp.inject(interleaved) == 41  # one batch: one flush, one sendmmsg
+    assert _recv_all(rig.peer, 41) == want
+    after = rig.fp.stats()
+    assert after["udp_tx_gso_messages"] - before["udp_tx_gso_messages"] == 1  # 41 segments, one message
+    assert after["udp_tx_datagrams"] - before["udp_tx_datagrams"] == 41
+    assert after["gso_fallbacks"] == before["gso_fallbacks"]
+    ca, cb = rig.fp.sa_counters(rig.out_handle), rig.fp.sa_counters(b_handle)
+    assert ca is not None and cb is not None and (ca.packets_sent, cb.packets_sent) == (21, 20)
+
+    # A third SA whose datagrams go to another port: alternating with A, nothing can merge.
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        other.bind(("127.0.0.1", 0))
+        c_params = replace(
+            rig.out_params,
+            spi=0x4004,
+            enc_key=bytes(range(80, 100)),
+            encap=UdpEncap(rig.fp_addr[1], other.getsockname()[1]),
+        )
+        c_handle = rig.fp.add_sa(c_params, Direction.OUTBOUND)
+        rig.fp.add_filter(FastFilter(3, 10, LOCAL, ip_network("10.4.0.0/24"), Action.PROTECT, sa=c_handle))
+        c_pkts = [_inner(i, 1300, dst="10.4.0.7") for i in range(5)]
+        more_a = [_inner(i, 1300) for i in range(5)]
+        before = rig.fp.stats()
+        assert rig.fp.inject([p for pair in zip(more_a, c_pkts, strict=True) for p in pair]) == 10
+        a_more_ref = make_transform(
+            rig.out_params, Direction.OUTBOUND, backend="python", initial_seq=22
+        ).protect(more_a)
+        c_ref = make_transform(c_params, Direction.OUTBOUND, backend="python").protect(c_pkts)
+        assert _recv_all(rig.peer, 5) == [r[28:] for r in a_more_ref if r is not None]
+        assert _recv_all(other, 5) == [r[28:] for r in c_ref if r is not None]
+        after = rig.fp.stats()
+        assert after["udp_tx_gso_messages"] == before["udp_tx_gso_messages"]
+        assert after["udp_tx_datagrams"] - before["udp_tx_datagrams"] == 10
+    finally:
+        other.close()
+
+
 def test_inbound_fallback_packets_reach_the_tun_and_replays_do_not(rig: Rig) -> None:
     packets = [_inner(i, 60 + i, dst="10.1.0.5") for i in range(10)]
     # The fallback's inbound packets: src/dst swapped in the inner header is not needed (no selectors).
@@ -412,3 +470,17 @@ def test_inject_through_a_named_sa_skips_the_filters(rig: Rig) -> None:
     rig.fp.inject(packets[:1], sa=999)  # no such SA
     assert _recv_all(rig.peer, 1, timeout=0.3) == []
     assert rig.fp.stats()["protect_drops"] == before + 3
+
+
+def test_table_sizes_count_the_replay_bitmaps_of_inbound_sas_only(rig: Rig) -> None:
+    """Outbound SAs have no replay bitmap; inbound ones window / 32 + 1 words rounded up to a power
+    of two (RFC 6479): 16 bytes for the rig's 64, 8 for 32, 1 KiB for 4096."""
+    sizes = rig.fp.table_sizes()
+    assert (sizes["sas"], sizes["replay_bitmap_bytes"]) == (2, 16)
+    assert 0 < sizes["sa_entry_bytes"] < 1024
+    h32 = rig.fp.add_sa(replace(rig.in_params, spi=0x7001, replay_window=32), Direction.INBOUND)
+    h4k = rig.fp.add_sa(replace(rig.in_params, spi=0x7002, replay_window=4096), Direction.INBOUND)
+    rig.fp.add_sa(replace(rig.out_params, spi=0x7003, replay_window=4096), Direction.OUTBOUND)
+    assert rig.fp.table_sizes()["replay_bitmap_bytes"] == 16 + 8 + 1024
+    assert rig.fp.remove_sa(h4k) and rig.fp.remove_sa(h32)
+    assert rig.fp.table_sizes()["replay_bitmap_bytes"] == 16

@@ -427,3 +427,48 @@ def test_close_racing_with_batches_never_crashes() -> None:
         assert all(e == "the SA is closed" for e in errors)
         with pytest.raises(ValueError):
             tx.protect([_inner()])
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("enc", "key", "integ", "ikey", "ivkey"),
+    [
+        (EncAlg.ENCR_AES_GCM_16, bytes(range(20)), IntegAlg.NONE, b"", b""),
+        (EncAlg.ENCR_AES_CBC, bytes(16), IntegAlg.AUTH_HMAC_SHA1_96, bytes(20), bytes(16)),
+    ],
+)
+def test_an_sa_object_refuses_the_other_direction_counted(
+    enc: EncAlg, key: bytes, integ: IntegAlg, ikey: bytes, ivkey: bytes
+) -> None:
+    """An SA keys only its own direction's cipher context (and only inbound has a replay bitmap):
+    protect on an inbound C object and unprotect on an outbound one drop the packet, counted, and
+    leave the object working for its own direction."""
+    from ipsecd.datapath import _native
+
+    p = _params(enc_alg=enc, enc_key=key, integ_alg=integ, integ_key=ikey, iv_key=ivkey)
+    tx = make_transform(p, Direction.OUTBOUND, "native")
+    rx = make_transform(p, Direction.INBOUND, "native")
+    assert isinstance(tx, NativeTransform) and isinstance(rx, NativeTransform)
+    raw_tx: _native.Sa = tx._sa
+    raw_rx: _native.Sa = rx._sa
+    wire = tx.protect([_inner(40, 1)])[0]
+    assert wire is not None
+    assert raw_rx.protect([_inner(40, 2)]) == [None]
+    assert raw_tx.unprotect([wire]) == [None]
+    assert raw_rx.counters()["malformed_packets"] == 1 and raw_rx.counters()["packets_sent"] == 0
+    assert raw_tx.counters()["bad_spi_packets"] == 1 and raw_tx.counters()["packets_received"] == 0
+    assert raw_tx.state()[1] == 0  # no window moved
+    assert rx.unprotect([wire]) == [_inner(40, 1)]  # each still works its own way
+    assert tx.protect([_inner(40, 3)])[0] is not None
+
+
+@needs_native
+def test_closed_inbound_sa_raises_and_its_keys_are_wiped() -> None:
+    p = _params()
+    rx = make_transform(p, Direction.INBOUND, "native")
+    assert isinstance(rx, NativeTransform)
+    assert rx._sa._debug_keys_wiped() is False
+    rx.close()
+    assert rx._sa._debug_keys_wiped() is True
+    with pytest.raises(ValueError):
+        rx._sa.unprotect([_wire(p, 1, "native")])

@@ -40,3 +40,36 @@ def test_infer_zero_low_half_like_the_fallback() -> None:
             c.top = p.top = top
             for low in (0, 1, 63, 64, 0xFFFFFFC1, 0xFFFFFFFF):
                 assert c.infer(low) == p.infer(low), (esn, top, low)
+
+
+@pytest.mark.parametrize("size", [32, 64, 4096])
+def test_sized_bitmap_matches_the_fallback_at_the_extreme_windows(size: int) -> None:
+    """The C bitmap is allocated for the window (2 words for 32, 256 for 4096): step for step the
+    same verdicts as the fallback's window over in-window reordering, the left edge, duplicates and
+    jumps that wrap the ring several times."""
+    import random
+
+    from ipsecd.datapath import _native
+    from ipsecd.datapath.replay import ReplayWindow as PyWindow
+
+    rng = random.Random(size)
+    c, p = _native.ReplayWindow(size, esn=False), PyWindow(size, esn=False)
+    assert c.size == size
+    for _ in range(3000):
+        roll = rng.random()
+        top = p.top
+        if roll < 0.05:
+            seq = top + rng.randint(size, 9 * size)  # a jump: every block of the ring is reused
+        elif roll < 0.15:
+            seq = max(0, top - size + rng.randint(-2, 1))  # the left edge
+        else:
+            seq = max(0, top + rng.randint(-size - 8, 40))
+        verdict = c.check(seq)
+        assert verdict == p.check(seq), (size, top, seq)
+        if verdict:
+            c.commit(seq)
+            p.commit(seq)
+        assert c.top == p.top
+    # Everything in the final window agrees too.
+    for seq in range(max(0, p.top - size - 3), p.top + 3):
+        assert c.check(seq) == p.check(seq), (size, p.top, seq)

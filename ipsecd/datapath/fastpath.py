@@ -342,6 +342,9 @@ class FastPath:
         return Features(bool(f["vnet_hdr"]), int(f["tun_offload"]), bool(f["udp_gso"]), bool(f["udp_gro"]))
 
     def table_sizes(self) -> dict[str, int]:
+        """sas, rules; sa_entry_bytes (the fixed SA entry, either direction; OpenSSL's cipher
+        context comes on top), replay_bitmap_bytes (the inbound SAs' bitmaps, summed: outbound SAs
+        have none), rule_entry_bytes."""
         return self._fp.table_sizes()
 
 

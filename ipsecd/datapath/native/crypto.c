@@ -75,8 +75,8 @@ fail:
     return -1;
 }
 
-static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
-                               int integ, const unsigned char *ikey, size_t ikey_len,
+static const char *crypto_init(struct nat_crypto *c, int dirs, int encr, const unsigned char *ekey,
+                               size_t ekey_len, int integ, const unsigned char *ikey, size_t ikey_len,
                                const unsigned char *iv_key, size_t iv_key_len);
 
 /* RFC 2104 section 2: H(K ^ opad, H(K ^ ipad, text)). The two keyed prefixes are absorbed once; per
@@ -112,18 +112,18 @@ static int hmac_keyed_states(struct nat_crypto *c, const char *md_name)
     return ok ? 0 : -1;
 }
 
-const char *nat_crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
+const char *nat_crypto_init(struct nat_crypto *c, int dirs, int encr, const unsigned char *ekey, size_t ekey_len,
                             int integ, const unsigned char *ikey, size_t ikey_len,
                             const unsigned char *iv_key, size_t iv_key_len)
 {
-    const char *err = crypto_init(c, encr, ekey, ekey_len, integ, ikey, ikey_len, iv_key, iv_key_len);
+    const char *err = crypto_init(c, dirs, encr, ekey, ekey_len, integ, ikey, ikey_len, iv_key, iv_key_len);
     if (err != NULL)
         nat_crypto_free(c); /* no half-built SA keeps key copies */
     return err;
 }
 
-static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
-                               int integ, const unsigned char *ikey, size_t ikey_len,
+static const char *crypto_init(struct nat_crypto *c, int dirs, int encr, const unsigned char *ekey,
+                               size_t ekey_len, int integ, const unsigned char *ikey, size_t ikey_len,
                                const unsigned char *iv_key, size_t iv_key_len)
 {
     const EVP_CIPHER *ciph = NULL;
@@ -131,6 +131,9 @@ static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned ch
     size_t salt_len = 0;
 
     memset(c, 0, sizeof(*c));
+    if (dirs == 0 || (dirs & ~(NAT_DIR_ENCRYPT | NAT_DIR_DECRYPT)) != 0)
+        return "bad crypto direction";
+    c->dirs = dirs;
     c->encr = encr;
     c->integ = integ;
     switch (encr) {
@@ -211,9 +214,10 @@ static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned ch
             return "bad integrity key length";
     }
 
+    /* Only the contexts of the directions asked for: an SA protects or unprotects, not both. */
     if (ciph != NULL) {
-        if (keyed_ctx(&c->enc, ciph, c->enc_key, 1, c->aead) != 0
-            || keyed_ctx(&c->dec, ciph, c->enc_key, 0, c->aead) != 0)
+        if (((dirs & NAT_DIR_ENCRYPT) && keyed_ctx(&c->enc, ciph, c->enc_key, 1, c->aead) != 0)
+            || ((dirs & NAT_DIR_DECRYPT) && keyed_ctx(&c->dec, ciph, c->enc_key, 0, c->aead) != 0))
             goto crypto_fail;
     }
     if (encr == NAT_ENCR_AES_CBC || encr == NAT_ENCR_3DES) {
@@ -221,9 +225,12 @@ static const char *crypto_init(struct nat_crypto *c, int encr, const unsigned ch
             nat_crypto_free(c);
             return "CBC needs a 16-byte IV key";
         }
-        memcpy(c->iv_key, iv_key, sizeof(c->iv_key));
-        if (keyed_ctx(&c->ivgen, EVP_aes_128_ecb(), c->iv_key, 1, 0) != 0)
-            goto crypto_fail;
+        /* The IV generator serves sealing only (the receiver reads the IV off the wire). */
+        if (dirs & NAT_DIR_ENCRYPT) {
+            memcpy(c->iv_key, iv_key, sizeof(c->iv_key));
+            if (keyed_ctx(&c->ivgen, EVP_aes_128_ecb(), c->iv_key, 1, 0) != 0)
+                goto crypto_fail;
+        }
     }
     if (md != NULL) {
         memcpy(c->integ_key, ikey, ikey_len);
@@ -248,6 +255,7 @@ void nat_crypto_free(struct nat_crypto *c)
     EVP_MD_CTX_free(c->hm_work);
     c->enc = c->dec = c->ivgen = NULL;
     c->hm_in = c->hm_out = c->hm_work = NULL;
+    c->dirs = 0; /* seal and open now fail cleanly */
     OPENSSL_cleanse(c->enc_key, sizeof(c->enc_key));
     OPENSSL_cleanse(c->integ_key, sizeof(c->integ_key));
     OPENSSL_cleanse(c->iv_key, sizeof(c->iv_key));
@@ -266,7 +274,7 @@ int nat_crypto_keys_wiped(const struct nat_crypto *c)
         acc |= c->iv_key[i];
     for (i = 0; i < sizeof(c->salt); i++)
         acc |= c->salt[i];
-    return acc == 0 && c->enc == NULL && c->hm_in == NULL;
+    return acc == 0 && c->enc == NULL && c->dec == NULL && c->ivgen == NULL && c->hm_in == NULL;
 }
 
 int nat_hmac(struct nat_crypto *c, const unsigned char *a, size_t alen, const unsigned char *b,
@@ -345,6 +353,8 @@ int nat_esp_seal(struct nat_crypto *c, uint32_t spi, uint64_t seq, int esn, cons
     unsigned char nonce[12];
     int outl = 0;
 
+    if (!(c->dirs & NAT_DIR_ENCRYPT))
+        return NAT_R_INTERNAL; /* keyed for the other direction: no context to use */
     nat_put32(out, spi);
     nat_put32(out + 4, (uint32_t)seq);
     if (make_iv(c, seq, iv) != 0)
@@ -419,6 +429,8 @@ int nat_esp_open(struct nat_crypto *c, struct nat_replay *r, uint64_t seq, int e
     long p;
     int outl = 0;
 
+    if (!(c->dirs & NAT_DIR_DECRYPT))
+        return NAT_R_INTERNAL; /* keyed for the other direction: nothing read, nothing committed */
     if (c->aead) {
         unsigned char tagbuf[16];
         memcpy(tagbuf, body + blen, 16);

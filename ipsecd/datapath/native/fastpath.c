@@ -171,13 +171,13 @@ static PyObject *FastPath_add_sa(FastPathObject *self, PyObject *args)
     s->strip = (cfg[CFG_OUTER_VERSION] == 6 ? 40 : 20) + 8;
     if (outbound) {
         if (pa.len == 4 && self->fp->feat.family != AF_INET6) {
-            struct sockaddr_in *sin = (struct sockaddr_in *)&s->peer;
+            struct sockaddr_in *sin = &s->peer.v4;
             sin->sin_family = AF_INET;
             sin->sin_port = htons((uint16_t)port);
             memcpy(&sin->sin_addr, pa.buf, 4);
             s->peerlen = sizeof(*sin);
         } else {
-            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&s->peer;
+            struct sockaddr_in6 *sin6 = &s->peer.v6;
             sin6->sin6_family = AF_INET6;
             sin6->sin6_port = htons((uint16_t)port);
             if (pa.len == 4) { /* an IPv4 peer on a dual-stack socket: ::ffff:a.b.c.d */
@@ -579,18 +579,25 @@ static PyObject *FastPath_features(FastPathObject *self, PyObject *unused)
                          f.udp_gro ? Py_True : Py_False, "socket_family", f.family);
 }
 
+/* Counts and sizes: sa_entry_bytes is the fixed entry of either direction (cipher contexts are
+ * OpenSSL's allocations, not counted); an inbound SA also has its replay bitmap (window / 32 + 1
+ * words rounded up to a power of two), replay_bitmap_bytes is their sum over the installed SAs. */
 static PyObject *FastPath_table_sizes(FastPathObject *self, PyObject *unused)
 {
-    size_t nsas = 0, nrules = 0;
+    size_t nsas = 0, nrules = 0, bitmaps = 0, i;
     (void)unused;
     if (check_open(self) != 0)
         return NULL;
     wlock(self->fp);
     nsas = self->fp->nsas;
     nrules = self->fp->nrules;
+    for (i = 0; i < self->fp->nsas_cap; i++)
+        if (self->fp->sas[i] != NULL)
+            bitmaps += self->fp->sas[i]->sa.replay.nblocks * sizeof(*self->fp->sas[i]->sa.replay.bits);
     pthread_rwlock_unlock(&self->fp->lock);
-    return Py_BuildValue("{s:n,s:n,s:n,s:n}", "sas", (Py_ssize_t)nsas, "rules", (Py_ssize_t)nrules, "sa_entry_bytes",
-                         (Py_ssize_t)sizeof(struct fp_sa), "rule_entry_bytes", (Py_ssize_t)sizeof(struct fp_rule));
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n}", "sas", (Py_ssize_t)nsas, "rules", (Py_ssize_t)nrules,
+                         "sa_entry_bytes", (Py_ssize_t)sizeof(struct fp_sa), "replay_bitmap_bytes",
+                         (Py_ssize_t)bitmaps, "rule_entry_bytes", (Py_ssize_t)sizeof(struct fp_rule));
 }
 
 static PyMethodDef FastPath_methods[] = {

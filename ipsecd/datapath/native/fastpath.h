@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "sa.h"
@@ -63,7 +64,11 @@ struct fp_sa {
     int outbound;
     int reported;                   /* sa.events already forwarded to the ring */
     size_t strip;                   /* outer IP + UDP header bytes protect writes (the kernel adds its own) */
-    struct sockaddr_storage peer;   /* outbound: where the ESP-in-UDP datagrams go */
+    union {                         /* outbound: where the ESP-in-UDP datagrams go */
+        struct sockaddr sa;
+        struct sockaddr_in v4;
+        struct sockaddr_in6 v6;
+    } peer;
     socklen_t peerlen;
     struct fp_sa *next_spi;         /* inbound SPI hash chain */
 };

@@ -3,7 +3,7 @@
  * TX thread: poll(TUN, stop) -> read up to `batch` packets (IFF_VNET_HDR: a virtio_net_hdr in
  * front, TCP/UDP super-packets segmented here and checksums completed) -> classify -> protect
  * through the rule's SA into an arena -> sendmmsg, runs of equal-sized datagrams to one peer
- * merged into one UDP GSO message (UDP_SEGMENT).
+ * address and port (whatever their SAs) merged into one UDP GSO message (UDP_SEGMENT).
  * RX thread (fp_rx.c): poll(UDP, stop) -> recvmmsg (UDP_GRO: one message may carry many datagrams of
  * gso_size bytes) -> per datagram: NAT-keepalive / non-ESP marker (slow path) / ESP: SPI hash ->
  * unprotect (replay check, ICV, window commit, decrypt, selectors: sa.c) -> write to the TUN.
@@ -149,6 +149,12 @@ struct tx_ctx {
 
 static void send_range(struct tx_ctx *c, size_t first, size_t last_excl);
 
+/* Datagrams of a and b go to one destination (address and port): the same SA, or SAs to one peer. */
+static int same_peer(const struct fp_sa *a, const struct fp_sa *b)
+{
+    return a == b || (a->peerlen == b->peerlen && memcmp(&a->peer, &b->peer, a->peerlen) == 0);
+}
+
 static void flush(struct tx_ctx *c)
 {
     if (c->nout > 0)
@@ -171,8 +177,10 @@ static void send_range(struct tx_ctx *c, size_t first, size_t last_excl)
         c->iov[i].iov_len = c->out[i].len;
         if (gso) {
             /* RFC-free kernel contract (UDP_SEGMENT): every segment but the last has the segment
-             * size; all go to one destination. */
-            while (j < last_excl && j - i < GSO_MAX_SEGS && c->out[j].sa == c->out[i].sa
+             * size; all go to one destination. Which SA sealed a datagram does not matter (its
+             * counters and events were settled in emit): with many tunnels to one peer, interleaved
+             * datagrams of different SAs still share a message. */
+            while (j < last_excl && j - i < GSO_MAX_SEGS && same_peer(c->out[j].sa, c->out[i].sa)
                    && c->out[j].len <= c->out[i].len && bytes + c->out[j].len <= GSO_MAX_BYTES) {
                 c->iov[j].iov_base = c->out[j].data;
                 c->iov[j].iov_len = c->out[j].len;

@@ -32,7 +32,8 @@ enum nat_integ {
 };
 
 /* RFC 6479 replay window: a bitmap of NBLOCKS 32-bit words, one more word than the window needs,
- * so sliding the window only ever clears whole words. */
+ * so sliding the window only ever clears whole words. The bitmap is allocated with the window and
+ * sized to it (2 words for W = 32 up to 256 for W = 4096); outbound SAs have none. */
 #define NAT_WINDOW_MIN 32u
 #define NAT_WINDOW_MAX 4096u
 #define NAT_REPLAY_BLOCKS_MAX 256u /* power of two >= 4096 / 32 + 1 */
@@ -40,11 +41,15 @@ enum nat_integ {
 struct nat_replay {
     uint64_t top;     /* highest sequence number committed (64-bit with ESN), 0 = none */
     uint32_t window;  /* W, 32..4096 */
-    uint32_t nblocks; /* power of two, > W / 32 */
-    uint32_t bits[NAT_REPLAY_BLOCKS_MAX];
+    uint32_t nblocks; /* power of two, > W / 32; 0 without a bitmap */
+    uint32_t *bits;   /* nblocks words, or NULL (no bitmap: check refuses everything, commit is a no-op) */
 };
 
-void nat_replay_init(struct nat_replay *r, uint32_t window);
+/* bitmap = 0: the window bookkeeping only (outbound SAs). Returns -1 when the bitmap cannot be
+ * allocated (r is then left without one). */
+int nat_replay_init(struct nat_replay *r, uint32_t window, int bitmap);
+/* Frees the bitmap; r keeps no bitmap afterwards. */
+void nat_replay_free(struct nat_replay *r);
 /* Infer the 64-bit sequence number from its low 32 bits (RFC 4303 Appendix A2.2); non-ESN SAs
  * give seql. Returns -1 when the high half would be -1 or 2^32, else 0 with *seq set. */
 int nat_replay_infer(const struct nat_replay *r, uint32_t seql, int esn, uint64_t *seq);
@@ -52,6 +57,11 @@ int nat_replay_infer(const struct nat_replay *r, uint32_t seql, int esn, uint64_
 int nat_replay_check(const struct nat_replay *r, uint64_t seq);
 /* Commit after the ICV verified. */
 void nat_replay_commit(struct nat_replay *r, uint64_t seq);
+
+/* Directions a crypto state is keyed for: a cipher context exists only for each direction asked for
+ * (an SA is used in one direction; the other context would cost about 1.2 KB for AES-GCM). */
+#define NAT_DIR_ENCRYPT 1
+#define NAT_DIR_DECRYPT 2
 
 /* Crypto state of one SA: contexts keyed once, reused for every packet. */
 struct nat_crypto {
@@ -63,8 +73,9 @@ struct nat_crypto {
     size_t icvlen;    /* ICV bytes on the wire */
     size_t hmac_key_len;
     int aead;         /* GCM, GMAC, ChaCha20-Poly1305 */
-    EVP_CIPHER_CTX *enc;   /* bulk cipher, encrypt direction */
-    EVP_CIPHER_CTX *dec;   /* bulk cipher, decrypt direction */
+    int dirs;         /* NAT_DIR_* this state serves: seal / open in another direction fail */
+    EVP_CIPHER_CTX *enc;   /* bulk cipher, encrypt direction (NULL unless dirs has NAT_DIR_ENCRYPT) */
+    EVP_CIPHER_CTX *dec;   /* bulk cipher, decrypt direction (NULL unless dirs has NAT_DIR_DECRYPT) */
     EVP_CIPHER_CTX *ivgen; /* AES-128-ECB under the IV key (CBC IVs) */
     /* HMAC (RFC 2104) as two keyed digest states: the hash context after absorbing key ^ ipad and
      * the one after key ^ opad, copied into hm_work for every packet. */
@@ -76,8 +87,8 @@ struct nat_crypto {
     unsigned char iv_key[16];
 };
 
-/* Returns NULL on success, else a static error text. */
-const char *nat_crypto_init(struct nat_crypto *c, int encr, const unsigned char *ekey, size_t ekey_len,
+/* dirs: NAT_DIR_ENCRYPT, NAT_DIR_DECRYPT or both. Returns NULL on success, else a static error text. */
+const char *nat_crypto_init(struct nat_crypto *c, int dirs, int encr, const unsigned char *ekey, size_t ekey_len,
                             int integ, const unsigned char *ikey, size_t ikey_len,
                             const unsigned char *iv_key, size_t iv_key_len);
 void nat_crypto_free(struct nat_crypto *c);
@@ -93,7 +104,7 @@ size_t nat_esp_padlen(const struct nat_crypto *c, size_t n);
 /* Total ESP length (SPI .. ICV) for a payload of n bytes. */
 size_t nat_esp_len(const struct nat_crypto *c, size_t n);
 
-/* Seal (returns NAT_R_OK or NAT_R_INTERNAL): out receives SPI | seq | IV | ciphertext(payload | pad | pad len | next header) | ICV.
+/* Seal (returns NAT_R_OK or NAT_R_INTERNAL, also for a state not keyed to encrypt): out receives SPI | seq | IV | ciphertext(payload | pad | pad len | next header) | ICV.
  * out must hold nat_esp_len(c, plen) bytes and must not overlap payload. */
 int nat_esp_seal(struct nat_crypto *c, uint32_t spi, uint64_t seq, int esn, const unsigned char *payload,
                  size_t plen, unsigned char next_header, unsigned char *out);
@@ -101,7 +112,8 @@ int nat_esp_seal(struct nat_crypto *c, uint32_t spi, uint64_t seq, int esn, cons
 /* Open: esp is SPI .. ICV (len bytes, at least 8 + ivlen + icvlen + 2), seq the inferred 64-bit
  * sequence number. Verifies the ICV (returns NAT_R_NOT_AUTH, nothing committed), commits seq to the
  * window r, then decrypts and checks the trailer (NAT_R_NOT_DECRYPTED). On NAT_R_OK, out (len bytes
- * of room) holds the payload, *plen its length, *nh the next header. */
+ * of room) holds the payload, *plen its length, *nh the next header. A state not keyed to decrypt
+ * returns NAT_R_INTERNAL before anything is read or committed. */
 enum { NAT_R_OK = 0, NAT_R_NOT_AUTH = 1, NAT_R_NOT_DECRYPTED = 2, NAT_R_INTERNAL = 3 };
 int nat_esp_open(struct nat_crypto *c, struct nat_replay *r, uint64_t seq, int esn, const unsigned char *esp,
                  size_t len, unsigned char *out, size_t *plen, unsigned char *nh);

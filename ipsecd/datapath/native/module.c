@@ -396,9 +396,19 @@ static int Replay_init(ReplayObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "replay window must be a multiple of 32 in 32..4096");
         return -1;
     }
-    nat_replay_init(&self->r, (uint32_t)size);
+    nat_replay_free(&self->r); /* __init__ called again */
+    if (nat_replay_init(&self->r, (uint32_t)size, 1) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
     self->esn = esn;
     return 0;
+}
+
+static void Replay_dealloc(ReplayObject *self)
+{
+    nat_replay_free(&self->r);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Replay_infer(ReplayObject *self, PyObject *arg)
@@ -449,7 +459,8 @@ static int Replay_set_top(ReplayObject *self, PyObject *value, void *Py_UNUSED(c
     top = PyLong_AsUnsignedLongLong(value);
     if (top == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
-    memset(self->r.bits, 0, sizeof(self->r.bits));
+    if (self->r.bits != NULL)
+        memset(self->r.bits, 0, self->r.nblocks * sizeof(*self->r.bits));
     self->r.top = top;
     return 0;
 }
@@ -480,6 +491,7 @@ static PyTypeObject ReplayType = {
     .tp_doc = "The C anti-replay window (RFC 4303 Appendix A, RFC 6479 bitmap).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Replay_init,
+    .tp_dealloc = (destructor)Replay_dealloc,
     .tp_methods = Replay_methods,
     .tp_getset = Replay_getset,
 };

@@ -41,7 +41,6 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
 {
     const char *err;
     memset(sa, 0, sizeof(*sa));
-    memcpy(sa->cfg, cfg, sizeof(sa->cfg));
     if (cfg[CFG_PROTOCOL] != 50 && cfg[CFG_PROTOCOL] != 51)
         return "protocol must be ESP or AH";
     if (cfg[CFG_MODE] != 1 && cfg[CFG_MODE] != 2)
@@ -61,6 +60,12 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
         return "AH cannot be UDP-encapsulated";
     if (!sa->esp && cfg[CFG_ENC] != NAT_ENCR_NULL)
         return "AH takes no encryption algorithm";
+    sa->sport = (uint16_t)cfg[CFG_SPORT];
+    sa->dport = (uint16_t)cfg[CFG_DPORT];
+    sa->soft_bytes = cfg[CFG_SOFT_BYTES];
+    sa->hard_bytes = cfg[CFG_HARD_BYTES];
+    sa->soft_packets = cfg[CFG_SOFT_PACKETS];
+    sa->hard_packets = cfg[CFG_HARD_PACKETS];
     sa->seq_max = sa->esn ? UINT64_MAX : 0xFFFFFFFFu;
     sa->next_seq = cfg[CFG_INITIAL_SEQ];
     if (sa->next_seq < 1 || sa->next_seq > sa->seq_max)
@@ -69,17 +74,23 @@ const char *nat_sa_init(struct nat_sa *sa, const uint64_t cfg[NAT_CONFIG_FIELDS]
         memcpy(sa->tun_src, tsrc, 16);
     if (tdst != NULL)
         memcpy(sa->tun_dst, tdst, 16);
-    nat_replay_init(&sa->replay, (uint32_t)cfg[CFG_WINDOW]);
+    /* One direction per SA: the replay bitmap (sized to the window) only inbound, one cipher
+     * context (encrypt outbound, decrypt inbound). */
+    if (nat_replay_init(&sa->replay, (uint32_t)cfg[CFG_WINDOW], !sa->outbound) != 0)
+        return "out of memory";
     if (nsels) {
         sa->sels = malloc(nsels * sizeof(*sels));
-        if (sa->sels == NULL)
+        if (sa->sels == NULL) {
+            nat_replay_free(&sa->replay);
             return "out of memory";
+        }
         memcpy(sa->sels, sels, nsels * sizeof(*sels));
         sa->nsels = nsels;
     }
-    err = nat_crypto_init(&sa->crypto, (int)cfg[CFG_ENC], ekey, ekey_len, (int)cfg[CFG_INTEG], ikey, ikey_len,
-                          iv_key, iv_key_len);
+    err = nat_crypto_init(&sa->crypto, sa->outbound ? NAT_DIR_ENCRYPT : NAT_DIR_DECRYPT, (int)cfg[CFG_ENC], ekey,
+                          ekey_len, (int)cfg[CFG_INTEG], ikey, ikey_len, iv_key, iv_key_len);
     if (err != NULL) {
+        nat_replay_free(&sa->replay);
         free(sa->sels);
         sa->sels = NULL;
         return err;
@@ -102,6 +113,7 @@ static unsigned char *ah_scratch(struct nat_sa *sa)
 void nat_sa_free(struct nat_sa *sa)
 {
     nat_crypto_free(&sa->crypto);
+    nat_replay_free(&sa->replay);
     free(sa->sels);
     sa->sels = NULL;
     sa->nsels = 0;
@@ -155,13 +167,13 @@ static void deliver(struct nat_sa *sa, size_t inner_len)
     c[(sa->tunnel ? C_TUNNEL_SENT : C_TRANSPORT_SENT) + rx] += inner_len;
     sa->life_bytes += inner_len;
     sa->life_packets += 1;
-    if (sa->cfg[CFG_SOFT_BYTES] && sa->life_bytes >= sa->cfg[CFG_SOFT_BYTES])
+    if (sa->soft_bytes && sa->life_bytes >= sa->soft_bytes)
         nat_sa_soft(sa, 1);
-    if (sa->cfg[CFG_SOFT_PACKETS] && sa->life_packets >= sa->cfg[CFG_SOFT_PACKETS])
+    if (sa->soft_packets && sa->life_packets >= sa->soft_packets)
         nat_sa_soft(sa, 2);
-    if (sa->cfg[CFG_HARD_BYTES] && sa->life_bytes >= sa->cfg[CFG_HARD_BYTES])
+    if (sa->hard_bytes && sa->life_bytes >= sa->hard_bytes)
         nat_sa_hard(sa, 1);
-    if (sa->cfg[CFG_HARD_PACKETS] && sa->life_packets >= sa->cfg[CFG_HARD_PACKETS])
+    if (sa->hard_packets && sa->life_packets >= sa->hard_packets)
         nat_sa_hard(sa, 2);
 }
 
@@ -205,8 +217,8 @@ static int wrap(struct nat_sa *sa, unsigned char *out, size_t hlen, int version,
         if (sa->encap) {
             /* RFC 3948 section 2.1: checksum 0 over IPv4; computed over IPv6 (RFC 8200 section 8.1). */
             unsigned char *u = out + hlen;
-            nat_put16(u, (uint16_t)sa->cfg[CFG_SPORT]);
-            nat_put16(u + 2, (uint16_t)sa->cfg[CFG_DPORT]);
+            nat_put16(u, sa->sport);
+            nat_put16(u + 2, sa->dport);
             nat_put16(u + 4, (uint16_t)(total - hlen));
             u[6] = u[7] = 0;
             if (version == 6)
@@ -265,6 +277,8 @@ static int protect_one(struct nat_sa *sa, const unsigned char *in, size_t n, uns
     size_t total;
     unsigned proto = sa->esp ? (sa->encap ? 17u : 50u) : 51u;
 
+    if (!sa->outbound)
+        return C_MALFORMED; /* an inbound SA has no encrypt context: refused, counted */
     if (sa->expired)
         return C_EXPIRED;
     version = nat_ip_validate(in, n, sa->tunnel);
@@ -355,6 +369,8 @@ static int unprotect_one(struct nat_sa *sa, const unsigned char *in, size_t n, u
     unsigned char *inner;
     uint64_t seq;
 
+    if (sa->outbound)
+        return C_BAD_SPI; /* not an inbound SA (no decrypt context, no replay window): counted */
     version = nat_ip_validate(in, n, 0);
     if (version < 0)
         return -version;

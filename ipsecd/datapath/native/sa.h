@@ -48,8 +48,9 @@ enum {
 struct nat_sa {
     struct nat_crypto crypto;
     struct nat_replay replay;
-    uint64_t cfg[NAT_CONFIG_FIELDS];
+    uint64_t soft_bytes, hard_bytes, soft_packets, hard_packets; /* lifetime limits, 0 = none */
     uint32_t spi;
+    uint16_t sport, dport;      /* UDP encapsulation ports (RFC 3948) */
     int esp, tunnel, esn, outbound, encap, outer_version, confidential;
     unsigned char tun_src[16], tun_dst[16];
     uint64_t next_seq, seq_max;
@@ -73,6 +74,9 @@ void nat_sa_free(struct nat_sa *sa);
 /* Upper bound of protect's growth (outer header, UDP, ESP/AH overhead). */
 size_t nat_sa_max_overhead(const struct nat_sa *sa);
 size_t nat_sa_protect_size(const struct nat_sa *sa, const unsigned char *in, size_t n);
+/* An SA has the crypto of its own direction only: protect on an inbound SA drops the packet as
+ * malformed_packets, unprotect on an outbound one as bad_spi_packets (each counted, nothing else
+ * touched). */
 int nat_sa_protect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
                    size_t *outlen);
 int nat_sa_unprotect(struct nat_sa *sa, const unsigned char *in, size_t n, unsigned char *out, size_t cap,
