@@ -217,18 +217,24 @@ def run_echo(args: argparse.Namespace) -> tuple[float, float]:
         return statistics.median(rtts), rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
 
 
-def show(results: list[Result]) -> None:
+def print_rows(results: list[Result], width: int = 11) -> None:
+    """The table of results, one row per setup (shared with bench/versus_strongswan.py)."""
     print(
-        f"\n{'setup':<11} {'TCP Gbit/s':>10} {'retr':>7} {'retr %':>7} {'CPU s/Gbit':>10}"
+        f"\n{'setup':<{width}} {'TCP Gbit/s':>10} {'retr':>7} {'retr %':>7} {'CPU s/Gbit':>10}"
         f" {'UDP offer':>9} {'UDP Gbit/s':>10} {'loss %':>7} {'CPU s/Gbit':>10} {'RTT p50':>8} {'RTT p99':>8}"
     )
     for r in results:
         tc = f"{r.tcp_cpu_per_gbit:.2f}" if r.tcp_cpu_per_gbit is not None else "-"
         uc = f"{r.udp_cpu_per_gbit:.2f}" if r.udp_cpu_per_gbit is not None else "-"
         print(
-            f"{r.name:<11} {r.tcp_gbps:10.3f} {r.tcp_retr:7d} {100 * r.tcp_retr / r.tcp_segments:7.3f} {tc:>10}"
-            f" {r.udp_offered_gbps:9.3f} {r.udp_gbps:10.3f} {r.udp_loss:7.2f} {uc:>10} {r.rtt_p50:7.3f}ms {r.rtt_p99:7.3f}ms"
+            f"{r.name:<{width}} {r.tcp_gbps:10.3f} {r.tcp_retr:7d} {100 * r.tcp_retr / r.tcp_segments:7.3f} {tc:>10}"
+            f" {r.udp_offered_gbps:9.3f} {r.udp_gbps:10.3f} {r.udp_loss:7.2f} {uc:>10}"
+            f" {r.rtt_p50:7.3f}ms {r.rtt_p99:7.3f}ms"
         )
+
+
+def show(results: list[Result]) -> None:
+    print_rows(results)
     by = {r.name: r for r in results}
     fast, veth = by["fast path"], by["veth"]
     print(

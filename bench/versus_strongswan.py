@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fastpath import Result, measure, run_echo, run_strongswan, run_veth
+from bench.fastpath import Result, measure, print_rows, run_echo, run_strongswan, run_veth
 from ipsecd.datapath import fastpath as fpmod
 from tests import netns, strongswan
 from tests.engine_helpers import start_daemon
@@ -109,18 +109,7 @@ def run_ipsecd(args: argparse.Namespace, fastpath: bool = True) -> Result:
 
 
 def show(results: list[Result]) -> None:
-    print(
-        f"\n{'setup':<12} {'TCP Gbit/s':>10} {'retr':>7} {'retr %':>7} {'CPU s/Gbit':>10}"
-        f" {'UDP offer':>9} {'UDP Gbit/s':>10} {'loss %':>7} {'CPU s/Gbit':>10} {'RTT p50':>8} {'RTT p99':>8}"
-    )
-    for r in results:
-        tc = f"{r.tcp_cpu_per_gbit:.2f}" if r.tcp_cpu_per_gbit is not None else "-"
-        uc = f"{r.udp_cpu_per_gbit:.2f}" if r.udp_cpu_per_gbit is not None else "-"
-        print(
-            f"{r.name:<12} {r.tcp_gbps:10.3f} {r.tcp_retr:7d} {100 * r.tcp_retr / r.tcp_segments:7.3f} {tc:>10}"
-            f" {r.udp_offered_gbps:9.3f} {r.udp_gbps:10.3f} {r.udp_loss:7.2f} {uc:>10}"
-            f" {r.rtt_p50:7.3f}ms {r.rtt_p99:7.3f}ms"
-        )
+    print_rows(results, 12)
     by = {r.name: r for r in results}
     ours, veth, sw = by["ipsecd"], by["veth"], by.get("strongSwan")
 

@@ -8,13 +8,15 @@ nothing but UDP (IKE on 500/4500, ESP in UDP 4500): no ICMP, no inner address.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import netns, strongswan
-from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon, tcp_echo
-from tests.netns import Lab, two_hosts, wait_until
+from tests.engine_helpers import A4, B4, INNER_A, INNER_B, Daemon, start_daemon, tcp_echo
+from tests.netns import Capture, Lab, Pair, two_hosts, wait_until
 from tests.test_daemon_ike import _show
 
 pytestmark = [
@@ -89,18 +91,30 @@ def test_ikev1_tunnel_with_charon(
     run_case(lab, role, qm, mm, ike, esp, want, version=1)
 
 
-def run_case(
+@dataclass
+class Up:
+    """ipsecd on a and charon on b with their tunnel established; ``cap`` runs on a's link."""
+
+    pair: Pair
+    charon: strongswan.Charon
+    daemon: Daemon
+    oakley: Path
+    cap: Capture
+
+
+def bring_up(
     lab: Lab,
     role: str,
-    qm: str,
-    mm: str,
+    store_text: str,
     ike: str,
     esp: str,
-    want: str,
     *,
     version: int,
-    fastpath: bool = False,
-) -> None:
+    encap: bool = True,
+    extra: tuple[str, ...] = (),
+) -> Up:
+    """charon (kernel-libipsec, PSK, tunnel) on b, ipsecd with ``store_text`` on a, then the tunnel
+    raised by ``role``: ours initiates on the first ping, or answers ``swanctl --initiate``."""
     p = two_hosts(lab)
     p.a.add_address("lo", f"{INNER_A}/32")
     p.b.add_address("lo", f"{INNER_B}/32")
@@ -117,11 +131,11 @@ def run_case(
             version=version,
             proposals=ike,
             esp_proposals=esp,
+            encap=encap,
         ),
     ).start()
     oakley = lab.scratch("a-oakley.log")
-    extra = ("--oakley-log", str(oakley)) + (("--fastpath",) if fastpath else ())
-    d = start_daemon(lab, p.a, store_text=tunnel_store(qm, mm, version), extra=extra)
+    d = start_daemon(lab, p.a, store_text=store_text, extra=("--oakley-log", str(oakley), *extra))
     cap = p.a.capture(p.link.a_ifname)
     if role == "initiator":
         first = p.a.ping(INNER_B, count=1, wait=8, src=INNER_A)
@@ -129,6 +143,31 @@ def run_case(
     else:
         charon.initiate("t", "t")
         wait_until(lambda: len(d.status()["states"]) == 2, 10, what="ipsecd's SAs")
+    return Up(p, charon, d, oakley, cap)
+
+
+def run_case(
+    lab: Lab,
+    role: str,
+    qm: str,
+    mm: str,
+    ike: str,
+    esp: str,
+    want: str,
+    *,
+    version: int,
+    fastpath: bool = False,
+) -> None:
+    up = bring_up(
+        lab,
+        role,
+        tunnel_store(qm, mm, version),
+        ike,
+        esp,
+        version=version,
+        extra=("--fastpath",) if fastpath else (),
+    )
+    p, charon, d, oakley, cap = up.pair, up.charon, up.daemon, up.oakley, up.cap
     assert charon.established("t", "t"), charon.list_sas()
     sas = charon.list_sas()
     assert "TUNNEL-in-UDP" in sas and want in sas, sas

@@ -16,10 +16,10 @@ from __future__ import annotations
 import pytest
 
 from tests import strongswan
-from tests.engine_helpers import A4, B4, INNER_A, INNER_B, start_daemon
-from tests.netns import Lab, two_hosts, wait_until
+from tests.engine_helpers import INNER_A, INNER_B
+from tests.netns import Lab
 from tests.test_daemon_ike import _show
-from tests.test_daemon_ike_strongswan import A_NET, B_NET, PSK, tunnel_store
+from tests.test_daemon_ike_strongswan import PSK, bring_up, tunnel_store
 
 pytestmark = [
     pytest.mark.root,
@@ -48,36 +48,10 @@ def forced_store(version: int, mm: str, force: bool) -> str:
 def test_forceencap_with_charon(lab: Lab, version: int, mm: str, ike: str, force: bool, role: str) -> None:
     """``role``: ours. As responder, the rule is picked by charon's address at its first message,
     so our answer already carries the faked NAT-D."""
-    p = two_hosts(lab)
-    p.a.add_address("lo", f"{INNER_A}/32")
-    p.b.add_address("lo", f"{INNER_B}/32")
-    charon = strongswan.Charon(
-        p.b,
-        strongswan.psk_tunnel_conf(
-            local_addr=B4,
-            remote_addr=A4,
-            local_id=B4,
-            remote_id=A4,
-            local_ts=B_NET,
-            remote_ts=A_NET,
-            psk=PSK,
-            version=version,
-            proposals=ike,
-            esp_proposals="aes128gcm16",
-            encap=False,
-        ),
-    ).start()
-    oakley = lab.scratch("a-oakley.log")
-    d = start_daemon(
-        lab, p.a, store_text=forced_store(version, mm, force), extra=("--oakley-log", str(oakley))
+    up = bring_up(
+        lab, role, forced_store(version, mm, force), ike, "aes128gcm16", version=version, encap=False
     )
-    cap = p.a.capture(p.link.a_ifname)
-    if role == "initiator":
-        first = p.a.ping(INNER_B, count=1, wait=8, src=INNER_A)
-        assert first.received >= 1, first.output + d.proc.output() + charon.log_text()[-3000:]
-    else:
-        charon.initiate("t", "t")
-        wait_until(lambda: len(d.status()["states"]) == 2, 10, what="ipsecd's SAs")
+    p, charon, d, oakley, cap = up.pair, up.charon, up.daemon, up.oakley, up.cap
     assert charon.established("t", "t"), charon.list_sas()
     sas = charon.list_sas()
     assert "TUNNEL-in-UDP" in sas and "AES_GCM_16-128" in sas, sas
