@@ -111,9 +111,14 @@ def test_two_daemons_negotiate_transport_psk(lab: Lab, qm: str) -> None:
     # A plain link has no NAT: NAT-T is offered by both but not in use (it is, through the NAT router).
     assert "natt=false" in log_a and "natt=true" not in log_a + log_b, log_a
     assert PSK not in log_a + log_b
-    # The event log: one JSON object per line, main mode then quick mode established.
+    # The event log: one JSON object per line, the start, then main mode and quick mode established.
     names = [json.loads(line)["name"] for line in lab.scratch("a-events.jsonl").read_text().splitlines()]
-    assert names[:2] == ["MAIN_MODE_SA_ESTABLISHED", "QUICK_MODE_SA_ESTABLISHED"], names
+    assert names[:4] == [
+        "DAEMON_STARTED",
+        "POLICY_APPLIED",
+        "MAIN_MODE_SA_ESTABLISHED",
+        "QUICK_MODE_SA_ESTABLISHED",
+    ], names
 
 
 def test_psk_mismatch_fails_and_nothing_leaves_in_clear(lab: Lab) -> None:
