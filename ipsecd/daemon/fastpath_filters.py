@@ -138,6 +138,10 @@ def policy_filter_shapes(
     """Shapes of the policy's outbound filters (already in classifier order), PROTECT entries for
     the fast-path SAs ``outbound`` ((SA, handle), oldest first) included; weights from ``top`` down."""
     out: list[Shape] = []
+    by_tunnel: dict[Any, list[tuple[InstalledSA, int]]] = {}  # tunnel endpoint -> SAs, oldest first
+    for sa, handle in outbound:
+        if sa.state.params.tunnel is not None:
+            by_tunnel.setdefault(sa.state.params.tunnel.dst, []).append((sa, handle))
     rank = 0
     for f in filters:
         if f.direction is not Direction.OUTBOUND:
@@ -151,10 +155,7 @@ def policy_filter_shapes(
             out.append(Shape(lo, src, dst, FastAction.SLOW, f.protocol, sports, dports))
             continue
         if f.action is Action.NEGOTIATE and f.tunnel is not None:
-            for sa, handle in outbound:
-                tunnel = sa.state.params.tunnel
-                if tunnel is None or tunnel.dst != f.tunnel:
-                    continue
+            for sa, handle in by_tunnel.get(f.tunnel, ()):
                 anyn = ipaddress.ip_network("0.0.0.0/0" if f.version == 4 else "::/0")
                 sels = sa.state.params.selectors or (Selector(anyn, anyn),)
                 for sel in sels:
