@@ -228,6 +228,7 @@ class ControlServer:
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False  # close() started: new connections are closed at once
         self.register("ping", self._ping)
         self.register("help", self._help)
 
@@ -302,6 +303,9 @@ class ControlServer:
         await writer.drain()
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:  # accepted while close() runs: no task that nobody would await
+            writer.close()
+            return
         # Track the task from its creation, so that close() can cancel even unstarted ones.
         task = asyncio.get_running_loop().create_task(self._client(reader, writer))
         self._tasks.add(task)
@@ -395,12 +399,14 @@ class ControlServer:
         return sock
 
     async def start(self) -> None:
+        self._closing = False
         sock = self._bind()
         self._server = await asyncio.start_unix_server(
             self._on_connect, sock=sock, limit=self.max_request_bytes
         )
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
             tasks = list(self._tasks)
