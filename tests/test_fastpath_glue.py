@@ -15,7 +15,7 @@ import pytest
 
 from ipsecd.daemon.fastpath_glue import FastPathGlue
 from ipsecd.datapath import fastpath
-from ipsecd.datapath.sa import Mode, Protocol, Selector
+from ipsecd.datapath.sa import ExpiryReason, Lifetimes, Mode, Protocol, Selector
 from ipsecd.datapath.sadb import (
     ManualState,
     PolicyAction,
@@ -96,3 +96,50 @@ def test_outbound_sa_continues_the_python_sequence(glue: tuple[FastPathGlue, SAD
     state = g.fp.sa_state(g.handles[installed.state.key()])
     assert state is not None and state[0] == 5000
     assert g.seq_view(installed).next_seq == 5000
+
+
+def test_fast_path_expiry_events_reach_ike_and_retire_the_sa(
+    glue: tuple[FastPathGlue, SADatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Byte/packet limits the fast path counts: SOFT goes to the IKE rekey (by SPI), SECONDS is the
+    Python transform's own and is not passed on twice, HARD also takes the SA out of the filters."""
+    g, sadb = glue
+    out = sadb.add_state(ManualState(ip_address(ME), ip_address(PEER), _sa(0x1001, KEY_AB, ME, PEER)))
+    sadb.add_policy(_policy())
+    g.sync()
+    handle = g.handles[out.state.key()]
+    assert g.filters[0].action is fastpath.Action.PROTECT
+    told: list[tuple[int, bool]] = []
+    g.on_expiry = lambda spi, hard: told.append((spi, hard))
+    soft, hard = fastpath.EventKind.SOFT_EXPIRED, fastpath.EventKind.HARD_EXPIRED
+    batches = [
+        [fastpath.FastEvent(soft, sa=handle, reason=ExpiryReason.BYTES)],
+        [fastpath.FastEvent(soft, sa=handle, reason=ExpiryReason.SECONDS)],
+        [fastpath.FastEvent(hard, sa=handle, reason=ExpiryReason.PACKETS)],
+    ]
+    monkeypatch.setattr(g.fp, "drain_events", lambda: batches.pop(0))
+    for _ in range(3):
+        g.on_event(lambda pkts: None, lambda dgrams: None)
+    assert told == [(0x1001, False), (0x1001, True)]
+    assert handle in g.hard_expired
+    assert g.filters[0].action is fastpath.Action.SLOW and g.filters[0].sa == 0
+
+
+def test_python_time_limit_expires_the_fast_copy(glue: tuple[FastPathGlue, SADatabase]) -> None:
+    """Time limits are kept by the SA's Python transform; its hard expiry expires the fast-path copy
+    (which then refuses packets) and takes the SA out of the filters."""
+    g, sadb = glue
+    params = dataclasses.replace(_sa(0x1001, KEY_AB, ME, PEER), lifetimes=Lifetimes(hard_seconds=10))
+    out = sadb.add_state(ManualState(ip_address(ME), ip_address(PEER), params), now=100.0)
+    sadb.add_policy(_policy())
+    g.sync()
+    handle = g.handles[out.state.key()]
+    g.tick()
+    assert g.fp.sa_state(handle) == (1, 0, False)  # not yet
+    out.transform.tick(111.0)
+    assert out.transform.expired
+    g.tick()
+    g.sync()
+    state = g.fp.sa_state(handle)
+    assert state is not None and state[2] is True
+    assert g.filters[0].action is fastpath.Action.SLOW

@@ -21,7 +21,7 @@ protect with a fast-path SA (packets it queued while IKE negotiated, or a filter
 covers with SLOW) it hands them over (``offload``): the fast path sends them through that SA, so
 one SA never has two senders. A PROTECT filter whose SA is gone or expired holds its packets
 (ACQUIRE): they are dropped and counted, never sent in clear nor through the Python copy of the
-SA (the table is re-made without that SA within one event-loop turn).
+SA; within one event-loop turn the table names another usable SA or goes SLOW (``_usable``).
 """
 
 from __future__ import annotations
@@ -161,10 +161,19 @@ class FastPathGlue:
             return mine
         return Counters(**{k: v + getattr(fast, k) for k, v in mine.__dict__.items()})
 
+    def _usable(self, sa: InstalledSA, handle: int) -> bool:
+        """An outbound SA a PROTECT filter may name: neither side has expired it."""
+        return (
+            sa.direction == Direction.OUTBOUND
+            and not sa.transform.expired
+            and handle not in self.hard_expired
+        )
+
     def _outbound_handle(self, tmpl: Any) -> int:
+        """A manual policy template's SA in the fast path (0: none usable, the policy goes SLOW)."""
         for key, handle in self.handles.items():
             sa = self.sadb.states.get(key)
-            if sa is None or sa.direction != Direction.OUTBOUND:
+            if sa is None or not self._usable(sa, handle):
                 continue
             st = sa.state
             if (
@@ -182,10 +191,7 @@ class FastPathGlue:
         outbound = [
             (sa, self.handles[key])
             for key, sa in self.sadb.states.items()
-            if key in self.handles
-            and sa.direction == Direction.OUTBOUND
-            and not sa.transform.expired
-            and self.handles[key] not in self.hard_expired
+            if key in self.handles and self._usable(sa, self.handles[key])
         ]
         shapes = fastpath_filters.build(self.sadb.policies, self._outbound_handle, self.classifier, outbound)
         # Keep the filters whose shape stays (no gap, no churn on a rekey); add the new ones before
