@@ -520,23 +520,11 @@ static PyObject *FastPath_drain_slow(FastPathObject *self, PyObject *args)
 static PyObject *FastPath_stats(FastPathObject *self, PyObject *unused)
 {
     uint64_t v[FP_NSTATS];
-    PyObject *d;
-    int i;
     (void)unused;
     if (check_open(self) != 0)
         return NULL;
     fp_stats_sum(self->fp, v);
-    d = PyDict_New();
-    for (i = 0; d != NULL && i < FP_NSTATS; i++) {
-        PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
-        if (x == NULL || PyDict_SetItemString(d, stat_names[i], x) != 0) {
-            Py_XDECREF(x);
-            Py_DECREF(d);
-            return NULL;
-        }
-        Py_DECREF(x);
-    }
-    return d;
+    return nat_u64_dict(stat_names, v, FP_NSTATS);
 }
 
 static PyObject *FastPath_sa_counters(FastPathObject *self, PyObject *args)
@@ -671,7 +659,6 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
     PyObject *m, *names;
-    int i;
     if (PyType_Ready(&FastPathType) < 0)
         return NULL;
     m = PyModule_Create(&moduledef);
@@ -680,13 +667,13 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     Py_INCREF(&FastPathType);
     if (PyModule_AddObject(m, "FastPath", (PyObject *)&FastPathType) < 0)
         goto fail;
-    names = PyTuple_New(FP_NSTATS);
+    names = nat_name_tuple(stat_names, FP_NSTATS);
     if (names == NULL)
         goto fail;
-    for (i = 0; i < FP_NSTATS; i++)
-        PyTuple_SET_ITEM(names, i, PyUnicode_FromString(stat_names[i]));
-    if (PyModule_AddObject(m, "STATS", names) < 0)
+    if (PyModule_AddObject(m, "STATS", names) < 0) {
+        Py_DECREF(names);
         goto fail;
+    }
     return m;
 fail:
     Py_DECREF(m);

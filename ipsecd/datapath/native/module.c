@@ -25,7 +25,6 @@ typedef struct {
     int ready;
 } SaObject;
 
-static const char *const counter_names[NAT_NCOUNTERS] = NAT_COUNTER_NAMES;
 
 static void sa_wipe(SaObject *self)
 {
@@ -510,7 +509,6 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void)
 {
     PyObject *m, *names;
-    int i;
     if (PyType_Ready(&SaType) < 0 || PyType_Ready(&ReplayType) < 0)
         return NULL;
     m = PyModule_Create(&native_module);
@@ -528,19 +526,10 @@ PyMODINIT_FUNC PyInit__native(void)
         Py_DECREF(m);
         return NULL;
     }
-    names = PyTuple_New(NAT_NCOUNTERS);
+    names = nat_name_tuple(nat_counter_names, NAT_NCOUNTERS);
     if (names == NULL) {
         Py_DECREF(m);
         return NULL;
-    }
-    for (i = 0; i < NAT_NCOUNTERS; i++) {
-        PyObject *s = PyUnicode_FromString(counter_names[i]);
-        if (s == NULL) {
-            Py_DECREF(names);
-            Py_DECREF(m);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(names, i, s);
     }
     if (PyModule_AddObject(m, "COUNTERS", names) < 0
         || PyModule_AddIntConstant(m, "CONFIG_FIELDS", NAT_CONFIG_FIELDS) < 0

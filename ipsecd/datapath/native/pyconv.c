@@ -7,7 +7,7 @@
 
 #include "ipsec_native.h"
 
-static const char *const counter_names[NAT_NCOUNTERS] = NAT_COUNTER_NAMES;
+const char *const nat_counter_names[NAT_NCOUNTERS] = NAT_COUNTER_NAMES;
 
 int nat_parse_selectors(PyObject *obj, struct nat_selector **out, size_t *n)
 {
@@ -52,15 +52,15 @@ fail:
     return -1;
 }
 
-PyObject *nat_counters_dict(const uint64_t counters[NAT_NCOUNTERS])
+PyObject *nat_u64_dict(const char *const *names, const uint64_t *values, int n)
 {
     PyObject *d = PyDict_New();
     int i;
     if (d == NULL)
         return NULL;
-    for (i = 0; i < NAT_NCOUNTERS; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(counters[i]);
-        if (v == NULL || PyDict_SetItemString(d, counter_names[i], v) != 0) {
+    for (i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(values[i]);
+        if (v == NULL || PyDict_SetItemString(d, names[i], v) != 0) {
             Py_XDECREF(v);
             Py_DECREF(d);
             return NULL;
@@ -68,4 +68,26 @@ PyObject *nat_counters_dict(const uint64_t counters[NAT_NCOUNTERS])
         Py_DECREF(v);
     }
     return d;
+}
+
+PyObject *nat_counters_dict(const uint64_t counters[NAT_NCOUNTERS])
+{
+    return nat_u64_dict(nat_counter_names, counters, NAT_NCOUNTERS);
+}
+
+PyObject *nat_name_tuple(const char *const *names, int n)
+{
+    PyObject *t = PyTuple_New(n);
+    int i;
+    if (t == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (s == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
 }
