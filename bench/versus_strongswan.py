@@ -4,9 +4,10 @@
 
 Three setups, each in its own pair of network namespaces joined by one veth (192.0.2.1 <-> 192.0.2.2),
 inner addresses 10.1.0.1 <-> 10.2.0.1 behind them:
-  ipsecd:     the daemon on both ends (``ipsecd --fastpath``), one policy per side with a tunnel
-              rule each way, IKEv2 with a pre-shared key, quick mode ESP AES-128-GCM, UDP
-              encapsulation forced (rule ``forceencap``: no NAT between the hosts), negotiated on
+  ipsecd:     the daemon on both ends (``ipsecd --fastpath``) with the example stores
+              config/examples/forceencap-tunnel-{a,b}.toml: a tunnel rule each way, IKEv2 with a
+              pre-shared key, quick mode ESP AES-128-GCM, UDP encapsulation forced (rule
+              ``forceencap``: no NAT between the hosts), negotiated on
               demand by the first ping; the SAs run on the native fast path; TUN MTU 1400 as
               strongSwan's (ipsecd's automatic MTU leaves room for the largest overhead of any
               algorithm, 1372 here, and would fragment the 1388-byte UDP test packets);
@@ -33,45 +34,16 @@ from tests import netns, strongswan
 from tests.engine_helpers import start_daemon
 from tests.netns import wait_until
 
-A4, B4 = "192.0.2.1", "192.0.2.2"
 A_INNER, B_INNER = "10.1.0.1", "10.2.0.1"
-A_NET, B_NET = "10.1.0.0/24", "10.2.0.0/24"
-PSK = "bench-psk-0123456789"
 
 
-def store(me_net: str, peer_net: str, me: str, peer: str) -> str:
-    """One host's store: a tunnel rule each way (docs/policy.md), IKEv2, PSK, AES-128-GCM, forced
-    UDP encapsulation."""
-    rules = []
-    for name, tunnel in (("out", peer), ("in", me)):
-        rules.append(
-            f"""  [[policy.rule]]
-  name = "{name}"
-  filterlist = "{name}"
-  filteraction = "sec"
-  tunnel = "{tunnel}"
-  ikeversion = 2
-  forceencap = true
-  auth = [{{ method = "psk", psk = "{PSK}" }}]
-"""
-        )
-    lists = "".join(
-        f"""[[filterlist]]
-name = "{name}"
-  [[filterlist.filter]]
-  srcaddr = "{src}"
-  dstaddr = "{dst}"
-  mirrored = false
-"""
-        for name, src, dst in (("out", me_net, peer_net), ("in", peer_net, me_net))
-    )
-    return (
-        '[daemon]\nassigned_policy = "p"\n'
-        + lists
-        + '[[filteraction]]\nname = "sec"\naction = "negotiate"\nqmsecmethods = ["ESP[AESGCM128]"]\n'
-        + '[[policy]]\nname = "p"\nmmsecmethods = ["AES128-SHA256-14"]\n'
-        + "".join(rules)
-    )
+EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
+
+
+def store(side: str) -> str:
+    """The shipped example store of host ``side`` (a or b): a tunnel rule each way, IKEv2, PSK,
+    AES-128-GCM, ``forceencap`` (tested by tests/test_forceencap.py)."""
+    return (EXAMPLES / f"forceencap-tunnel-{side}.toml").read_text()
 
 
 def run_ipsecd(args: argparse.Namespace, fastpath: bool = True) -> Result:
@@ -81,8 +53,8 @@ def run_ipsecd(args: argparse.Namespace, fastpath: bool = True) -> Result:
         p.b.add_address("lo", f"{B_INNER}/32")
         # strongSwan's kernel-libipsec TUN has MTU 1400 too: 1388-byte test packets pass whole.
         extra = ("--tun-mtu", "1400", "--fastpath" if fastpath else "--no-fastpath")
-        da = start_daemon(lab, p.a, store_text=store(A_NET, B_NET, A4, B4), extra=extra)
-        db = start_daemon(lab, p.b, store_text=store(B_NET, A_NET, B4, A4), extra=extra)
+        da = start_daemon(lab, p.a, store_text=store("a"), extra=extra)
+        db = start_daemon(lab, p.b, store_text=store("b"), extra=extra)
         first = p.a.ping(B_INNER, count=1, wait=10, src=A_INNER)
         if first.received != 1:
             raise RuntimeError("ipsecd: the tunnel did not come up:\n" + da.proc.output()[-3000:])
